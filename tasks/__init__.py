@@ -1,0 +1,1 @@
+"""The synthetic smartwatch world: rendering, sampling, task formats, splits and scoring."""

@@ -1,0 +1,233 @@
+"""Build a world dataset folder: image pools, LLaVA-style records, a manifest and a contact sheet, written atomically.
+
+Folder layout:
+    images.npy       uint8 (N, H, W, 3), memory-mapped when read
+    images.jsonl     one row per image: id, role, watch attributes
+    train.jsonl      understanding (vqa, caption) and generation records of the training pools
+    test.jsonl       vqa, caption and generation records of the unbiased test images
+    manifest.json    config, seed, counts, per-attribute histograms, content hash
+    contact_sheet.png
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from tasks.render import render_array
+from tasks.templates import caption_conversation, generation_conversation, vqa_conversation
+from tasks.world import ATTRIBUTE_VALUES, Nuisance, Watch, sample_watch, validate_frequencies
+from unilens.config import to_dict
+from unilens.errors import UnilensError
+from unilens.io import atomic_dir, atomic_write_json, sha256_file, sha256_json
+
+FORMAT_VERSION = 1
+HISTOGRAM_ATTRIBUTES = ("weather", "weather_pos", "battery_pos", "hour", "battery_decile")
+
+
+@dataclass
+class DataConfig:
+    """What to draw. Understanding and generation frequencies are set independently (knowledge-transfer splits);
+    the test set is always drawn uniformly."""
+
+    seed: int = 0
+    image_size: int = 128
+    n_images: int = 2000  # training images per task pool
+    n_test_images: int = 200
+    share_images: bool = True  # paper: every training image carries vqa, caption and generation records
+    extra_und_images: int = 0  # data-ratio arms: images with understanding records only
+    extra_gen_images: int = 0  # data-ratio arms: images with generation records only
+    captions: bool = True
+    und_frequencies: dict = field(default_factory=dict)
+    gen_frequencies: dict = field(default_factory=dict)
+    nuisance: Nuisance = field(default_factory=Nuisance)
+    contact_sheet_images: int = 24
+
+    def validate(self) -> None:
+        for name in ("n_images", "n_test_images"):
+            if getattr(self, name) < 1:
+                raise UnilensError(f"impossible split: {name} is {getattr(self, name)}, it must be at least 1")
+        for name in ("extra_und_images", "extra_gen_images", "contact_sheet_images"):
+            if getattr(self, name) < 0:
+                raise UnilensError(f"impossible split: {name} is {getattr(self, name)}, it cannot be negative")
+        if self.contact_sheet_images > self.n_test_images:
+            raise UnilensError(
+                f"impossible split: contact_sheet_images ({self.contact_sheet_images}) is more than the "
+                f"{self.n_test_images} test images that exist (lower contact_sheet_images or raise n_test_images)"
+            )
+        if not 16 <= self.image_size <= 1024:
+            raise UnilensError(f"image_size {self.image_size} is outside 16..1024")
+        und = validate_frequencies(self.und_frequencies)
+        gen = validate_frequencies(self.gen_frequencies)
+        if self.share_images and und != gen:
+            raise UnilensError(
+                "understanding and generation frequencies differ, so their images cannot be shared: "
+                "set share_images: false (each task then gets its own pool of n_images images)"
+            )
+        for role, freqs in (("understanding", und), ("generation", gen)):
+            n = self.n_images
+            for attr, probs in freqs.items():
+                if not any(p * n >= 0.5 for p in probs.values()):
+                    raise UnilensError(
+                        f"impossible split: {role} frequencies of '{attr}' give no image at n_images={n}"
+                    )
+
+
+def battery_decile(battery: int) -> int:
+    return min(battery // 10, 9)
+
+
+def histograms(watches: list[Watch]) -> dict[str, dict[str, int]]:
+    out = {}
+    for attr in HISTOGRAM_ATTRIBUTES:
+        values = [battery_decile(w.battery) if attr == "battery_decile" else getattr(w, attr) for w in watches]
+        counts = Counter(values)
+        keys = range(10) if attr == "battery_decile" else ATTRIBUTE_VALUES[attr]
+        out[attr] = {str(k): counts.get(k, 0) for k in keys}
+    return out
+
+
+@dataclass
+class Pools:
+    """Watches per role: und/gen pools may be the same list (shared images)."""
+
+    und: list[Watch]
+    gen: list[Watch]
+    extra_und: list[Watch]
+    extra_gen: list[Watch]
+    test: list[Watch]
+
+
+def draw_pools(cfg: DataConfig) -> Pools:
+    und_freqs = validate_frequencies(cfg.und_frequencies)
+    gen_freqs = validate_frequencies(cfg.gen_frequencies)
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(5)]
+
+    def draw(rng, n, freqs):
+        return [sample_watch(rng, freqs, cfg.nuisance) for _ in range(n)]
+
+    und = draw(streams[0], cfg.n_images, und_freqs)
+    gen = und if cfg.share_images else draw(streams[1], cfg.n_images, gen_freqs)
+    return Pools(
+        und=und,
+        gen=gen,
+        extra_und=draw(streams[2], cfg.extra_und_images, und_freqs),
+        extra_gen=draw(streams[3], cfg.extra_gen_images, gen_freqs),
+        test=draw(streams[4], cfg.n_test_images, None),
+    )
+
+
+def _image_table(pools: Pools) -> list[tuple[str, str, Watch]]:
+    """(image id, role, watch) for every distinct image, in a fixed order."""
+    groups = [("und", pools.und)]
+    if pools.gen is not pools.und:
+        groups.append(("gen", pools.gen))
+    groups += [("extra_und", pools.extra_und), ("extra_gen", pools.extra_gen), ("test", pools.test)]
+    rows = []
+    for role, watches in groups:
+        for w in watches:
+            rows.append((f"img_{len(rows):06d}", "shared" if role == "und" and pools.gen is pools.und else role, w))
+    return rows
+
+
+def make_records(image_id: str, watch: Watch, tasks: tuple[str, ...], rng: np.random.Generator) -> list[dict]:
+    builders = {"vqa": vqa_conversation, "caption": caption_conversation, "generation": generation_conversation}
+    return [
+        {
+            "id": f"{image_id}_{task}",
+            "task": task,
+            "image": image_id,
+            "conversations": builders[task](watch, rng),
+            "watch": watch.to_dict(),
+        }
+        for task in tasks
+    ]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def make_dataset(cfg: DataConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
+    """Render and write the dataset folder; nothing appears at `out` unless everything succeeded."""
+    cfg.validate()
+    pools = draw_pools(cfg)
+    table = _image_table(pools)
+    und_tasks = ("vqa", "caption") if cfg.captions else ("vqa",)
+    text_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(6)[5])
+    role_tasks = {
+        "shared": (*und_tasks, "generation"),
+        "und": und_tasks,
+        "gen": ("generation",),
+        "extra_und": und_tasks,
+        "extra_gen": ("generation",),
+        "test": ("vqa", "caption", "generation"),
+    }
+    out = Path(out)
+    with atomic_dir(out, overwrite) as tmp:
+        images = np.lib.format.open_memmap(
+            tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(table), cfg.image_size, cfg.image_size, 3)
+        )
+        train, test, image_rows = [], [], []
+        for i, (image_id, role, watch) in enumerate(tqdm(table, desc="render", disable=not progress, unit="img")):
+            images[i] = render_array(watch, cfg.image_size)
+            image_rows.append({"id": image_id, "index": i, "role": role, "watch": watch.to_dict()})
+            (test if role == "test" else train).extend(make_records(image_id, watch, role_tasks[role], text_rng))
+        images.flush()
+        del images
+        _write_jsonl(tmp / "images.jsonl", image_rows)
+        _write_jsonl(tmp / "train.jsonl", train)
+        _write_jsonl(tmp / "test.jsonl", test)
+        test_indices = [i for i, row in enumerate(table) if row[1] == "test"][: cfg.contact_sheet_images]
+        write_contact_sheet(tmp, pools.test[: cfg.contact_sheet_images], test_indices)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "config": to_dict(cfg),
+            "seed": cfg.seed,
+            "counts": {
+                "images": dict(Counter(r[1] for r in table)),
+                "train_records": dict(Counter(r["task"] for r in train)),
+                "test_records": dict(Counter(r["task"] for r in test)),
+            },
+            "histograms": {
+                "understanding": histograms(pools.und + pools.extra_und),
+                "generation": histograms(pools.gen + pools.extra_gen),
+                "test": histograms(pools.test),
+            },
+            "files": {
+                name: sha256_file(tmp / name) for name in ("images.npy", "images.jsonl", "train.jsonl", "test.jsonl")
+            },
+        }
+        manifest["content_hash"] = _content_hash(manifest["files"])
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return out
+
+
+def _content_hash(files: dict[str, str]) -> str:
+    return sha256_json(files)
+
+
+def write_contact_sheet(folder: Path, watches: list[Watch], indices: list[int], cols: int = 6) -> None:
+    """Sample images with their attribute labels, for a person to check by eye."""
+    if not watches:
+        return
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    size = images.shape[1]
+    cell_w, cell_h = max(size, 150), size + 42
+    rows = (len(watches) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, (w, index) in enumerate(zip(watches, indices, strict=True)):
+        x, y = (k % cols) * cell_w, (k // cols) * cell_h
+        sheet.paste(Image.fromarray(np.asarray(images[index])), (x, y))
+        label = f"{w.time_str} {w.weather} {w.battery}%\nW:{w.weather_pos}\nB:{w.battery_pos}"
+        draw.multiline_text((x + 2, y + size + 1), label, fill=(0, 0, 0), spacing=1)
+    sheet.save(folder / "contact_sheet.png")

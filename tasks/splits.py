@@ -1,0 +1,53 @@
+"""Training arms as configuration: which records of a dataset one run trains on.
+
+mixed       understanding (vqa, caption) + generation records
+und-only    understanding records only
+gen-only    generation records only
+step_matched  a single-task arm resampled (seeded, each record once per pass) to the mixed arm's record count, so
+              it gets as many optimizer steps as mixed: the compute-confound control
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from unilens.errors import UnilensError
+
+MIXTURES = ("mixed", "und-only", "gen-only")
+UND_TASKS = ("vqa", "caption")
+
+
+@dataclass
+class ArmConfig:
+    mixture: str = "mixed"
+    step_matched: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.mixture not in MIXTURES:
+            raise UnilensError(f"unknown mixture '{self.mixture}'; choose one of {list(MIXTURES)}")
+        if self.step_matched and self.mixture == "mixed":
+            raise UnilensError("step_matched applies to und-only or gen-only arms; mixed is the reference")
+
+
+def select_arm(records: list[dict], arm: ArmConfig) -> list[dict]:
+    arm.validate()
+    und = [r for r in records if r["task"] in UND_TASKS]
+    gen = [r for r in records if r["task"] == "generation"]
+    chosen = {"mixed": und + gen, "und-only": und, "gen-only": gen}[arm.mixture]
+    if not chosen:
+        raise UnilensError(f"the {arm.mixture} arm has no records in this dataset")
+    if arm.step_matched:
+        chosen = _resample(chosen, len(und) + len(gen), arm.seed)
+    return chosen
+
+
+def _resample(records: list[dict], target: int, seed: int) -> list[dict]:
+    """Whole passes over `records` in fresh seeded orders until `target` records, so no record is favoured."""
+    rng = np.random.default_rng(seed)
+    out: list[dict] = []
+    while len(out) < target:
+        out.extend(records[i] for i in rng.permutation(len(records)))
+    return out[:target]

@@ -1,0 +1,85 @@
+"""Plain dataclass configs read from YAML, strictly: an unknown or mistyped key is an error, never ignored."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from unilens.errors import UnilensError
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys raise UnilensError."""
+    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise UnilensError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UnilensError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(fields)} (check the spelling)")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return from_dict(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return from_dict(arg, value, where)
+        return value
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Dataclass to plain dict (tuples become lists) so it round-trips through YAML and JSON."""
+    return _plain(dataclasses.asdict(obj))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UnilensError(f"config file not found: {path} (give the path to an existing YAML file)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UnilensError(f"{path}: not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UnilensError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path, section: str | None = None) -> T:
+    """Load dataclass `cls` from a YAML file, optionally from one top-level section of it."""
+    data = load_yaml(path)
+    if section is not None:
+        if section not in data:
+            raise UnilensError(f"{path}: missing section '{section}:'")
+        data = data[section]
+    return from_dict(cls, data, where=str(path) + (f":{section}" if section else ""))
