@@ -30,6 +30,52 @@ def _data_show(args: argparse.Namespace) -> None:
     print(json.dumps({"seed": m["seed"], "counts": m["counts"], "content_hash": m["content_hash"]}, indent=2))
 
 
+def _encoders_train(args: argparse.Namespace) -> None:
+    from models.encoders.train import EncoderTrainConfig, print_report, train_semantic, train_vq
+    from unilens.config import load_config
+
+    cfg = load_config(EncoderTrainConfig, args.config)
+    if args.dataset:
+        cfg.dataset = args.dataset
+    run = train_semantic if args.kind == "semantic" else train_vq
+    print_report(run(cfg, args.out, progress=not args.quiet))
+    print(f"{args.kind} encoder saved to {args.out}")
+
+
+def _lm_pretrain(args: argparse.Namespace) -> None:
+    from models.encoders.train import print_report
+    from models.lm import LMConfig, pretrain_lm
+    from unilens.config import load_config
+
+    cfg = load_config(LMConfig, args.config)
+    if args.dataset:
+        cfg.dataset = args.dataset
+    print_report(pretrain_lm(cfg, args.out, progress=not args.quiet))
+    print(f"LLM and tokenizer saved to {args.out}")
+
+
+def _embedded_build(args: argparse.Namespace) -> None:
+    from models.embedded import EmbeddedConfig, build_embedded
+    from unilens.config import load_config
+
+    cfg = load_config(EmbeddedConfig, args.config)
+    if args.root:
+        cfg.root = args.root
+    paths = build_embedded(cfg, progress=not args.quiet)
+    print("embedded default ready: " + ", ".join(f"{k}={v}" for k, v in paths.items()))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from models.encoders.train import print_report
+    from models.train import TrainConfig, train
+    from unilens.config import load_config
+
+    cfg = load_config(TrainConfig, args.config)
+    if args.out:
+        cfg.out = args.out
+    print_report(train(cfg, progress=not args.quiet))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unilens",
@@ -50,6 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
     show = data_sub.add_parser("show", help="print a dataset's counts and content hash")
     show.add_argument("folder")
     show.set_defaults(func=_data_show)
+
+    enc = sub.add_parser("encoders", help="train the embedded vision encoders (semantic ViT, VQ-VAE)")
+    enc_sub = enc.add_subparsers(dest="enc_command", metavar="ACTION", required=True)
+    enc_train = enc_sub.add_parser("train", help="train one encoder on a dataset's training images")
+    enc_train.add_argument("kind", choices=["semantic", "vq"])
+    enc_train.add_argument("config", help="YAML encoder config (see configs/encoders.yaml)")
+    enc_train.add_argument("--out", required=True, help="folder to save the encoder to")
+    enc_train.add_argument("--dataset", help="override the config's dataset folder")
+    enc_train.add_argument("--quiet", action="store_true")
+    enc_train.set_defaults(func=_encoders_train)
+
+    lm = sub.add_parser("lm", help="the embedded LLM: tokenizer and text-only pre-training")
+    lm_sub = lm.add_subparsers(dest="lm_command", metavar="ACTION", required=True)
+    pre = lm_sub.add_parser("pretrain", help="train a tokenizer and pre-train a small Llama on the world's text")
+    pre.add_argument("config", help="YAML LM config (see configs/lm.yaml)")
+    pre.add_argument("--out", required=True)
+    pre.add_argument("--dataset", help="override the config's dataset folder")
+    pre.add_argument("--quiet", action="store_true")
+    pre.set_defaults(func=_lm_pretrain)
+
+    emb = sub.add_parser("embedded", help="build every embedded-default artefact (data, encoders, LLM) in one go")
+    emb_sub = emb.add_subparsers(dest="emb_command", metavar="ACTION", required=True)
+    emb_build = emb_sub.add_parser("build", help="build what is missing under the embedded root")
+    emb_build.add_argument("config", help="YAML embedded config (see configs/embedded.yaml)")
+    emb_build.add_argument("--root", help="override the config's root folder")
+    emb_build.add_argument("--quiet", action="store_true")
+    emb_build.set_defaults(func=_embedded_build)
+
+    tr = sub.add_parser("train", help="train a unified model (variant x arm x freezing preset); resumes if killed")
+    tr.add_argument("config", help="YAML training config (see configs/train/)")
+    tr.add_argument("--out", help="override the config's run folder")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=_train)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Unified vision-language models: encoders, LLM, adapters, training, checkpoints."""

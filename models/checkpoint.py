@@ -1,0 +1,101 @@
+"""Checkpoints: one folder each, written atomically, with a manifest naming everything the weights depend on.
+
+trainable.safetensors   every trained tensor (adapters, head, delimiters, LoRA or the whole LLM)
+lora/                   the LoRA adapter in PEFT format (lora presets)
+trainer_state.pt        optimizer, scheduler and RNG states for an exact resume
+manifest.json           variant, preset, configs, base LLM / encoder / dataset paths and content hashes
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.features import encoder_hash
+from unilens.errors import UnilensError
+from unilens.io import atomic_dir, atomic_write_json
+
+MANIFEST_VERSION = 1
+
+
+def llm_hash(folder: str | Path) -> str:
+    return encoder_hash(folder)  # same rule: every safetensors file plus config.json
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    folder: str | Path, model: torch.nn.Module, manifest: dict, trainer_state: dict | None = None
+) -> Path:
+    folder = Path(folder)
+    with atomic_dir(folder, overwrite=True) as tmp:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        if hasattr(model.llm, "peft_config"):
+            model.llm.save_pretrained(str(tmp / "lora"))
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / "trainer_state.pt")
+        atomic_write_json(tmp / "manifest.json", {"manifest_version": MANIFEST_VERSION, **manifest})
+    return folder
+
+
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise UnilensError(f"not a unilens checkpoint (no manifest.json): {folder}")
+    return json.loads(path.read_text())
+
+
+def check_dependencies(manifest: dict) -> None:
+    """Refuse a checkpoint whose base LLM, encoders or dataset changed since it was trained."""
+    problems = []
+    for what, entry in manifest["dependencies"].items():
+        path = Path(entry["path"])
+        if not path.exists():
+            problems.append(f"{what} not found at {path}")
+            continue
+        now = entry_hash(what, path)
+        if now != entry["hash"]:
+            problems.append(
+                f"{what} at {path} has hash {now[:12]} but the checkpoint was trained on {entry['hash'][:12]}"
+            )
+    if problems:
+        raise UnilensError("checkpoint does not match its dependencies: " + "; ".join(problems))
+
+
+def entry_hash(what: str, path: Path) -> str:
+    if what == "dataset":
+        return json.loads((path / "manifest.json").read_text())["content_hash"]
+    return llm_hash(path) if what == "llm" else encoder_hash(path)
+
+
+def compare_configs(expected: dict, found: dict, where: str = "") -> list[str]:
+    """Dotted names of every field that differs between two nested config dicts."""
+    diffs = []
+    for key in sorted(set(expected) | set(found)):
+        a, b = expected.get(key), found.get(key)
+        name = f"{where}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += compare_configs(a, b, name + ".")
+        elif a != b:
+            diffs.append(f"{name}: checkpoint has {b!r}, config asks {a!r}")
+    return diffs
+
+
+def load_trainable(model: torch.nn.Module, folder: str | Path) -> None:
+    state = load_file(str(Path(folder) / "trainable.safetensors"))
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise UnilensError(
+            f"checkpoint {folder} does not fit this model: missing {sorted(missing)[:5]}, unexpected "
+            f"{sorted(unexpected)[:5]} (was it trained with another variant or preset?)"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)

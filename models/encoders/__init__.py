@@ -1,0 +1,1 @@
+"""Frozen vision encoders: `semantic` (the SigLIP role) and `vq` (the LlamaGen VQ role)."""

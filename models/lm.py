@@ -1,0 +1,160 @@
+"""The LLM: any Hugging Face causal LM from a local folder, or the embedded default, a small Llama with a tokenizer
+trained here on the world's text and pre-trained on text only (`unilens lm pretrain`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.chat import conversation_text
+from tasks.records import load_dataset
+from unilens.config import to_dict
+from unilens.errors import UnilensError
+from unilens.io import atomic_dir
+
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+@dataclass
+class LMConfig:
+    dataset: str = "runs/data/default"
+    vocab_size: int = 512
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    d_ff: int = 688
+    max_positions: int = 512
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup: float = 0.05
+    seed: int = 0
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE with every digit its own token, so numbers (times, percentages) compose digit by digit."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def build_llama(cfg: LMConfig, tokenizer) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=cfg.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def load_llm(path: str | Path, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from a local folder saved with save_pretrained; never touches a hub."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UnilensError(
+            f"no LLM at {path} (expected a save_pretrained folder with config.json; "
+            "pre-train the embedded one with `unilens lm pretrain` or give a local Llama/Qwen2 folder)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise UnilensError(f"could not load the LLM at {path}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def pretrain_lm(cfg: LMConfig, out: str | Path, progress: bool = True) -> dict:
+    """Tokenizer + small Llama trained on the world's conversations with images removed."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    ds = load_dataset(cfg.dataset)
+    texts = [conversation_text(r["conversations"]) for r in ds.train]
+    held_out = [conversation_text(r["conversations"]) for r in ds.test]
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    model = build_llama(cfg, tokenizer)
+
+    def encode(batch: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = [[tokenizer.bos_token_id, *tokenizer(t)["input_ids"], tokenizer.eos_token_id] for t in batch]
+        n = min(max(map(len, enc)), cfg.max_positions)
+        ids = torch.full((len(enc), n), tokenizer.pad_token_id)
+        for i, e in enumerate(enc):
+            ids[i, : min(len(e), n)] = torch.tensor(e[:n])
+        labels = ids.masked_fill(ids == tokenizer.pad_token_id, -100)
+        return ids, labels
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    warm = max(1, int(cfg.warmup * cfg.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
+    )
+    losses = []
+    start = time.time()
+    bar = tqdm(range(cfg.steps), desc="lm pretrain", disable=not progress)
+    model.train()
+    for step in bar:
+        ids, labels = encode([texts[i] for i in rng.integers(0, len(texts), cfg.batch_size)])
+        loss = model(input_ids=ids, attention_mask=ids != tokenizer.pad_token_id, labels=labels).loss
+        if not torch.isfinite(loss):
+            raise UnilensError(f"LM pre-training loss became {loss.item()} at step {step} (lower lr)")
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    model.eval()
+    with torch.no_grad():
+        ids, labels = encode(held_out[:128])
+        test_loss = model(input_ids=ids, attention_mask=ids != tokenizer.pad_token_id, labels=labels).loss.item()
+    report = {
+        "first_loss": float(np.mean(losses[:20])),
+        "final_loss": float(np.mean(losses[-20:])),
+        "test_loss": test_loss,
+        "params": sum(p.numel() for p in model.parameters()),
+        "vocab": len(tokenizer),
+        "seconds": time.time() - start,
+    }
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "unilens_lm.json").write_text(json.dumps({"config": to_dict(cfg), "report": report}, indent=2))
+    return report

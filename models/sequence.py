@@ -1,0 +1,186 @@
+"""Records -> model sequences: text token ids, image slots, next-token labels and position tags.
+
+Layout (understanding):  <bos> USER: <boi> [image x T] <eoi> question \\nASSISTANT: answer </s> USER: ...
+Layout (generation):     <bos> USER: prompt \\nASSISTANT: phrase <boi> [image x T] <eoi>
+The hidden state before each generated image token predicts it (teacher forcing): <boi> predicts token 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from models.chat import ASSISTANT, USER
+from tasks.templates import IMAGE_TOKEN
+
+# slot kinds
+TEXT, UND_IMAGE, GEN_IMAGE, BOI, EOI, PAD = range(6)
+# position tags, for analyses that select positions by name
+TAGS = ("pad", "bos", "template", "image", "question", "answer", "gen_prompt", "gen_answer", "gen_image", "boi", "eoi")
+TAG = {name: i for i, name in enumerate(TAGS)}
+CONTEXTS = ("understand", "generate")
+
+
+@dataclass
+class Sequence:
+    """One record, unpadded."""
+
+    ids: list[int] = field(default_factory=list)
+    kind: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)  # label at i = the text token expected at i + 1, or -100
+    tags: list[int] = field(default_factory=list)
+    image_tok: list[int] = field(default_factory=list)  # token index within its image, or -1
+    image: str | None = None
+    context: str = "understand"
+    answers: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, attribute) of each answer
+
+    def add_text(self, token_ids: list[int], tag: str, supervised: bool = False) -> None:
+        for t in token_ids:
+            if supervised and self.ids:
+                self.labels[-1] = t
+            self.ids.append(t)
+            self.kind.append(TEXT)
+            self.labels.append(-100)
+            self.tags.append(TAG[tag])
+            self.image_tok.append(-1)
+
+    def add_image(self, num_tokens: int, generated: bool, pad_id: int) -> None:
+        self._add_marker(BOI, "boi", pad_id)
+        for t in range(num_tokens):
+            self.ids.append(pad_id)
+            self.kind.append(GEN_IMAGE if generated else UND_IMAGE)
+            self.labels.append(-100)
+            self.tags.append(TAG["gen_image" if generated else "image"])
+            self.image_tok.append(t)
+        self._add_marker(EOI, "eoi", pad_id)
+
+    def _add_marker(self, kind: int, tag: str, pad_id: int) -> None:
+        self.ids.append(pad_id)
+        self.kind.append(kind)
+        self.labels.append(-100)
+        self.tags.append(TAG[tag])
+        self.image_tok.append(-1)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Encoder:
+    """Tokenizes pieces separately and caches them: the same text always gets the same ids at any boundary."""
+
+    def __init__(self, tokenizer, num_image_tokens: int):
+        self.tok = tokenizer
+        self.num_image_tokens = num_image_tokens
+        self.pad_id = tokenizer.pad_token_id
+        self._cache: dict[str, list[int]] = {}
+
+    def text(self, s: str) -> list[int]:
+        if s not in self._cache:
+            self._cache[s] = self.tok(s, add_special_tokens=False)["input_ids"]
+        return self._cache[s]
+
+    def start(self, seq: Sequence) -> None:
+        if self.tok.bos_token_id is not None:
+            seq.add_text([self.tok.bos_token_id], "bos")
+
+    def record(self, record: dict, with_answers: bool = True, max_turns: int | None = None) -> Sequence:
+        """A full training sequence; with_answers=False stops before the first answer (a decoding prompt)."""
+        convs = record["conversations"]
+        generate = record["task"] == "generation"
+        seq = Sequence(image=record.get("image"), context="generate" if generate else "understand")
+        self.start(seq)
+        turns = list(zip(convs[::2], convs[1::2], strict=True))[:max_turns]
+        for human, gpt in turns:
+            self._human(seq, human["value"], generate)
+            seq.add_text(self.text(ASSISTANT), "template")
+            if not with_answers:
+                return seq
+            self._gpt(seq, gpt["value"], generate, human.get("attribute", record["task"]))
+        return seq
+
+    def _human(self, seq: Sequence, text: str, generate: bool) -> None:
+        seq.add_text(self.text(USER), "template")
+        parts = text.split(IMAGE_TOKEN)
+        for i, part in enumerate(parts):
+            if i > 0:
+                seq.add_image(self.num_image_tokens, generated=False, pad_id=self.pad_id)
+            part = part.strip("\n") if i > 0 else part
+            if part:
+                seq.add_text(self.text(part), "gen_prompt" if generate else "question")
+
+    def _gpt(self, seq: Sequence, text: str, generate: bool, attribute: str) -> None:
+        if generate and IMAGE_TOKEN in text:
+            phrase = text.replace(IMAGE_TOKEN, "").strip()
+            seq.add_text(self.text(phrase), "gen_answer", supervised=True)
+            seq.add_image(self.num_image_tokens, generated=True, pad_id=self.pad_id)
+            return
+        start = len(seq)
+        seq.add_text(self.text(text), "answer", supervised=True)
+        seq.add_text([self.tok.eos_token_id], "answer", supervised=True)
+        seq.answers.append((start, len(seq), attribute))
+
+
+@dataclass
+class Batch:
+    """Padded sequences plus the image inputs and targets they need, in row-major order of their slots."""
+
+    ids: torch.Tensor  # (B, L)
+    kind: torch.Tensor  # (B, L)
+    labels: torch.Tensor  # (B, L)
+    tags: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L) bool
+    und_inputs: torch.Tensor  # (n_und_slots, D_und)
+    gen_inputs: torch.Tensor  # (n_gen_slots, D_gen)
+    gen_targets: torch.Tensor  # (n_gen_slots,) codes or (n_gen_slots, D) features
+    contexts: list[str]
+    images: list[str | None]
+
+    def to(self, device: torch.device) -> Batch:
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
+        return Batch(**moved)
+
+    @property
+    def gen_predict_mask(self) -> torch.Tensor:
+        """Positions whose next position is a generated image token."""
+        mask = torch.zeros_like(self.attention_mask)
+        mask[:, :-1] = self.kind[:, 1:] == GEN_IMAGE
+        return mask
+
+
+def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int) -> Batch:
+    n = max(map(len, seqs))
+    b = len(seqs)
+    ids = torch.full((b, n), pad_id, dtype=torch.long)
+    kind = torch.full((b, n), PAD, dtype=torch.long)
+    labels = torch.full((b, n), -100, dtype=torch.long)
+    tags = torch.zeros((b, n), dtype=torch.long)
+    und_inputs, gen_inputs, gen_targets = [], [], []
+    for i, s in enumerate(seqs):
+        L = len(s)
+        ids[i, :L] = torch.tensor(s.ids)
+        kind[i, :L] = torch.tensor(s.kind)
+        labels[i, :L] = torch.tensor(s.labels)
+        tags[i, :L] = torch.tensor(s.tags)
+        if UND_IMAGE in s.kind:
+            und_inputs.append(und_space.inputs(s.image))
+        if GEN_IMAGE in s.kind:
+            gen_inputs.append(gen_space.inputs(s.image))
+            gen_targets.append(gen_space.targets(s.image))
+
+    def cat(xs: list[torch.Tensor], dim: int, dtype) -> torch.Tensor:
+        return torch.cat(xs) if xs else torch.zeros((0, dim) if dim else (0,), dtype=dtype)
+
+    gen_target_dim = 0 if gen_space.kind == "vq" else gen_space.dim
+    return Batch(
+        ids=ids,
+        kind=kind,
+        labels=labels,
+        tags=tags,
+        attention_mask=kind != PAD,
+        und_inputs=cat(und_inputs, und_space.dim, torch.float32),
+        gen_inputs=cat(gen_inputs, gen_space.dim, torch.float32),
+        gen_targets=cat(gen_targets, gen_target_dim, torch.long if gen_space.kind == "vq" else torch.float32),
+        contexts=[s.context for s in seqs],
+        images=[s.image for s in seqs],
+    )

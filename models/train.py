@@ -1,0 +1,288 @@
+"""One training loop for every variant, arm and freezing preset: `unilens train CONFIG`.
+
+A run folder holds its resolved config, the trainable-parameter table, a per-step log and a checkpoint series at
+fractions of the run (the paper's "more data" axis). A killed run resumes from its last checkpoint and ends with
+the same weights and metrics as an uninterrupted one: data order is a function of (seed, step) and the RNG,
+optimizer and scheduler states are checkpointed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from models.build import Built, build_model, build_spaces, dependencies
+from models.checkpoint import compare_configs, load_trainable, save_checkpoint
+from models.device import autocast, pick_device
+from models.presets import FreezeConfig, parameter_table
+from models.sequence import Encoder, collate
+from models.unified import ModelConfig
+from tasks.records import load_dataset
+from tasks.splits import ArmConfig, select_arm
+from unilens.config import to_dict
+from unilens.errors import UnilensError
+from unilens.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+DEFAULT_FRACTIONS = [round(0.1 * i, 1) for i in range(1, 11)]
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "runs/embedded/data"
+    out: str = "runs/train/default"
+    arm: ArmConfig = field(default_factory=ArmConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    epochs: float = 1.0
+    batch_size: int = 32
+    lr_adapters: float = 2e-3
+    lr_llm: float = 1e-3  # LoRA or full fine-tuning
+    weight_decay: float = 0.0
+    warmup: float = 0.03
+    max_grad_norm: float = 1.0
+    checkpoint_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
+    divergence_factor: float = 5.0  # stop when the smoothed loss exceeds this multiple of its start
+    seed: int = 0
+    device: str = "auto"
+    cache_dir: str = "runs/cache"
+
+
+def checkpoint_steps(total: int, fractions: list[float]) -> dict[int, float]:
+    steps = {}
+    for f in sorted(fractions):
+        if not 0 < f <= 1:
+            raise UnilensError(f"checkpoint fraction {f} is outside (0, 1]")
+        steps[max(1, round(f * total))] = f
+    steps[total] = 1.0
+    return steps
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
+    """Records of optimizer step `step`: consecutive slices of per-epoch seeded permutations."""
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out.extend(perm[offset : offset + batch_size - len(out)])
+    return np.array(out)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, progress: bool = True):
+        self.cfg = cfg
+        self.progress = progress
+        self.out = Path(cfg.out)
+        self.device = pick_device(cfg.device)
+        self.dataset = load_dataset(cfg.dataset)
+        self.records = select_arm(self.dataset.train, cfg.arm)
+        self.built: Built = build_model(cfg.model, cfg.freeze, seed=cfg.seed)
+        self.model = self.built.model.to(self.device)
+        self.und_space, self.gen_space = build_spaces(self.built, cfg.model, self.dataset, cfg.cache_dir)
+        self.encoder = Encoder(self.built.tokenizer, self.und_space.num_tokens)
+        if self.gen_space.num_tokens != self.und_space.num_tokens:
+            self.encoder_gen = Encoder(self.built.tokenizer, self.gen_space.num_tokens)
+        else:
+            self.encoder_gen = self.encoder
+        self.sequences = [
+            (self.encoder_gen if r["task"] == "generation" else self.encoder).record(r) for r in self.records
+        ]
+        self.total_steps = max(1, math.ceil(cfg.epochs * len(self.sequences) / cfg.batch_size))
+        self.ckpt_steps = checkpoint_steps(self.total_steps, cfg.checkpoint_fractions)
+        self.optimizer, self.scheduler = self._optimizer()
+
+    def _optimizer(self):
+        adapters, llm = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (llm if name.startswith("llm.") else adapters).append(p)
+        groups = [{"params": adapters, "lr": self.cfg.lr_adapters}]
+        if llm:
+            groups.append({"params": llm, "lr": self.cfg.lr_llm})
+        opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay, betas=(0.9, 0.98))
+        warm = max(1, round(self.cfg.warmup * self.total_steps))
+        total = self.total_steps
+
+        def schedule(step: int) -> float:  # linear warm-up, cosine decay to zero
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+    def resolved_config(self) -> dict:
+        return to_dict(self.cfg)
+
+    def _prepare_run_dir(self) -> int:
+        """Write or check the run's config; return the step to start from (0, or the last checkpoint's)."""
+        config_path = self.out / "config.yaml"
+        resolved = self.resolved_config()
+        if config_path.is_file():
+            existing = yaml.safe_load(config_path.read_text())
+            diffs = compare_configs(resolved, existing)
+            if diffs:
+                raise UnilensError(
+                    f"run folder {self.out} holds a different run ({'; '.join(diffs[:4])}); "
+                    "choose another out folder or delete it"
+                )
+        else:
+            if not self.out.parent.is_dir():
+                raise UnilensError(f"run folder's parent does not exist: {self.out.parent} (create it first)")
+            self.out.mkdir(exist_ok=True)
+            atomic_write_text(config_path, yaml.safe_dump(resolved, sort_keys=False))
+        table = parameter_table(self.model)
+        atomic_write_text(self.out / "trainable_parameters.csv", table.to_csv(index=False))
+        if self.progress:
+            print(table.to_string(index=False))
+        return self._resume()
+
+    def checkpoints(self) -> list[Path]:
+        folder = self.out / "checkpoints"
+        return sorted(p for p in folder.glob("step-*") if (p / "manifest.json").is_file()) if folder.is_dir() else []
+
+    def _resume(self) -> int:
+        ckpts = self.checkpoints()
+        if not ckpts:
+            return 0
+        last = ckpts[-1]
+        load_trainable(self.model, last)
+        state = torch.load(last / "trainer_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self._truncate_log(state["step"])
+        if self.progress:
+            print(f"resuming {self.out} from {last.name}")
+        return state["step"]
+
+    def _truncate_log(self, step: int) -> None:
+        log = self.out / "log.jsonl"
+        if log.is_file():
+            rows = [r for r in log.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+            atomic_write_text(log, "".join(r + "\n" for r in rows))
+
+    def manifest(self, step: int) -> dict:
+        return {
+            "step": step,
+            "total_steps": self.total_steps,
+            "fraction": step / self.total_steps,
+            "variant": self.cfg.model.variant,
+            "preset": self.cfg.freeze.preset,
+            "arm": to_dict(self.cfg.arm),
+            "config": self.resolved_config(),
+            "dependencies": self._deps,
+            "dataset_manifest": {k: self.dataset.manifest[k] for k in ("content_hash", "counts", "seed")},
+            "trainable_parameters": parameter_table(self.model).to_dict(orient="records"),
+        }
+
+    def _save(self, step: int) -> Path:
+        folder = self.out / "checkpoints" / f"step-{step:06d}"
+        folder.parent.mkdir(exist_ok=True)
+        state = {
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        return save_checkpoint(folder, self.model, self.manifest(step), state)
+
+    def train(self, until_step: int | None = None) -> dict:
+        """Train to the end, or stop after `until_step` (a later call resumes from the last checkpoint)."""
+        self._deps = dependencies(self.cfg.model, self.dataset)
+        start = self._prepare_run_dir()
+        log_path = self.out / "log.jsonl"
+        history = [json.loads(r) for r in log_path.read_text().splitlines()] if log_path.is_file() else []
+        self.model.train()
+        stop = self.total_steps if until_step is None else min(until_step, self.total_steps)
+        bar = tqdm(
+            range(start, stop),
+            desc=f"train {self.out.name}",
+            disable=not self.progress,
+            initial=start,
+            total=self.total_steps,
+        )
+        t0 = time.time()
+        for step in bar:
+            idx = batch_indices(step, len(self.sequences), self.cfg.batch_size, self.cfg.seed)
+            batch = collate([self.sequences[i] for i in idx], self.und_space, self.gen_space, self.encoder.pad_id).to(
+                self.device
+            )
+            with autocast(self.device):
+                out = self.model(batch)
+            loss = out["loss"]
+            self._guard(loss.item(), step, history)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm
+            )
+            self.optimizer.step()
+            self.scheduler.step()
+            row = {
+                "step": step + 1,
+                "loss": loss.item(),
+                "text_loss": out["text_loss"].item(),
+                "image_loss": out["image_loss"].item(),
+                "lr": self.scheduler.get_last_lr()[0],
+            }
+            history.append(row)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(
+                loss=f"{row['loss']:.3f}", sps=f"{(step + 1 - start) * self.cfg.batch_size / (time.time() - t0):.0f}"
+            )
+            if step + 1 in self.ckpt_steps:
+                self._save(step + 1)
+        if stop < self.total_steps:
+            return {"stopped_at": stop}
+        summary = self._summary(history)
+        atomic_write_json(self.out / "summary.json", summary)
+        return summary
+
+    def _guard(self, loss: float, step: int, history: list[dict]) -> None:
+        last = self.checkpoints()
+        keep = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+        if not math.isfinite(loss):
+            raise UnilensError(
+                f"loss is {loss} at step {step + 1}: training diverged (likely cause: learning rate too high, "
+                f"lr_adapters={self.cfg.lr_adapters}, lr_llm={self.cfg.lr_llm}; lower them); {keep}"
+            )
+        if len(history) >= 20:
+            start = np.mean([h["loss"] for h in history[:10]])
+            recent = np.mean([h["loss"] for h in history[-5:]] + [loss])
+            if recent > self.cfg.divergence_factor * start:
+                raise UnilensError(
+                    f"loss exploded to {recent:.3g} at step {step + 1} (start {start:.3g}; likely cause: learning "
+                    f"rate too high, lower lr_adapters / lr_llm); {keep}"
+                )
+
+    def _summary(self, history: list[dict]) -> dict:
+        def mean(key: str, rows: list[dict]) -> float:
+            return float(np.mean([r[key] for r in rows])) if rows else float("nan")
+
+        head, tail = history[:10], history[-10:]
+        return {
+            "steps": self.total_steps,
+            "records": len(self.sequences),
+            "first_loss": mean("loss", head),
+            "final_loss": mean("loss", tail),
+            "final_text_loss": mean("text_loss", tail),
+            "final_image_loss": mean("image_loss", tail),
+            "checkpoints": [p.name for p in self.checkpoints()],
+        }
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    return Trainer(cfg, progress).train()
+
+
+def save_resolved(cfg: TrainConfig, path: str | Path) -> None:
+    atomic_write_bytes(path, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())

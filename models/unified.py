@@ -1,0 +1,189 @@
+"""The unified model: frozen-encoder spaces -> adapters -> one LLM -> text head and image head.
+
+Variants name the understanding input space and the generation space: sem-sem, sem-vq, vq-sem, vq-vq.
+Hook points (nn.Identity, so plain forward hooks attach): vision_in.hook_out, gen_in.hook_out, gen_head.hook_in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.sequence import BOI, EOI, GEN_IMAGE, UND_IMAGE, Batch
+from unilens.errors import UnilensError
+
+VARIANTS = ("sem-sem", "sem-vq", "vq-sem", "vq-vq")
+SPACE_NAMES = {"sem": "semantic", "vq": "vq"}
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "vq-vq"
+    llm: str = "runs/embedded/lm"
+    semantic_encoder: str = "runs/embedded/semantic"
+    vq_encoder: str = "runs/embedded/vq"
+    und_adapter: str = "auto"  # auto: mlp for semantic input, linear for vq input (the paper's choice)
+    gen_adapter: str = "auto"
+    share_gen_adapter: str = "auto"  # auto: shared when input and output spaces are the same (X-X)
+    image_loss_weight: float = -1.0  # < 0: 1.0 for semantic (cosine), 0.2 for vq (cross-entropy)
+    input_distortion: float = 0.0  # strength s of a frozen invertible affine map on the input space
+    output_distortion: float = 0.0  # our extension: the same on the generation space
+    distortion_seed: int = 0
+
+    @property
+    def spaces(self) -> tuple[str, str]:
+        if self.variant not in VARIANTS:
+            raise UnilensError(f"unknown variant '{self.variant}'; choose one of {list(VARIANTS)}")
+        und, gen = self.variant.split("-")
+        return SPACE_NAMES[und], SPACE_NAMES[gen]
+
+    def adapter_kind(self, space: str, which: str) -> str:
+        kind = self.und_adapter if which == "und" else self.gen_adapter
+        if kind == "auto":
+            return "mlp" if space == "semantic" else "linear"
+        if kind not in ("linear", "mlp"):
+            raise UnilensError(f"{which}_adapter must be linear, mlp or auto, got '{kind}'")
+        return kind
+
+    @property
+    def shared(self) -> bool:
+        und, gen = self.spaces
+        if self.share_gen_adapter == "auto":
+            return und == gen
+        share = str(self.share_gen_adapter).lower() in ("true", "1", "yes")
+        if share and und != gen:
+            raise UnilensError(
+                f"variant {self.variant} has different input and output spaces: set share_gen_adapter false"
+            )
+        return share
+
+
+class Adapter(nn.Module):
+    """`linear` = Linear(in, d); `mlp` = Linear(in, d) -> GELU -> Linear(d, d)."""
+
+    def __init__(self, kind: str, d_in: int, d_model: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "linear":
+            self.net = nn.Linear(d_in, d_model)
+        else:
+            self.net = nn.Sequential(nn.Linear(d_in, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        self.hook_out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hook_out(self.net(x))
+
+
+class AffineDistortion(nn.Module):
+    """y = x A + b with A = Q diag(scales), Q orthogonal, scales in [1-s, 1+s]: frozen and invertible for s < 1."""
+
+    def __init__(self, dim: int, strength: float, seed: int):
+        super().__init__()
+        if not 0 <= strength < 1:
+            raise UnilensError(f"distortion strength must be in [0, 1), got {strength}")
+        self.strength = strength
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))
+        scales = 1 + strength * (2 * torch.rand(dim, generator=g) - 1)
+        a = q * scales if strength > 0 else torch.eye(dim)
+        b = 0.1 * strength * torch.randn(dim, generator=g)
+        self.register_buffer("A", a)
+        self.register_buffer("b", b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.strength == 0 else x @ self.A + self.b
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.strength == 0 else torch.linalg.solve(self.A.T, (y - self.b).T).T
+
+
+class GenHead(nn.Module):
+    def __init__(self, d_model: int, d_out: int):
+        super().__init__()
+        self.hook_in = nn.Identity()
+        self.proj = nn.Linear(d_model, d_out)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.hook_in(h))
+
+
+class UnifiedVLM(nn.Module):
+    """LLM + adapters + image head. `llm` is a HF causal LM (possibly wrapped by peft)."""
+
+    def __init__(self, cfg: ModelConfig, llm: nn.Module, und_dim: int, gen_dim: int, gen_vocab: int | None):
+        super().__init__()
+        self.cfg = cfg
+        self.llm = llm
+        und_space, gen_space = cfg.spaces
+        d = self.base_llm.config.hidden_size
+        self.d_model = d
+        self.vision_in = Adapter(cfg.adapter_kind(und_space, "und"), und_dim, d)
+        self.gen_in = self.vision_in if cfg.shared else Adapter(cfg.adapter_kind(gen_space, "gen"), gen_dim, d)
+        self.gen_head = GenHead(d, gen_vocab if gen_space == "vq" else gen_dim)
+        self.boi = nn.Parameter(torch.randn(d) * 0.02)
+        self.eoi = nn.Parameter(torch.randn(d) * 0.02)
+        self.distort_in = AffineDistortion(und_dim, cfg.input_distortion, cfg.distortion_seed)
+        self.distort_out = AffineDistortion(gen_dim, cfg.output_distortion, cfg.distortion_seed + 1)
+        self.gen_space = gen_space
+        weight = cfg.image_loss_weight
+        self.image_loss_weight = weight if weight >= 0 else (0.2 if gen_space == "vq" else 1.0)
+
+    @property
+    def base_llm(self) -> nn.Module:
+        """The HF model under any peft wrapper (LoRA layers stay injected in it)."""
+        get = getattr(self.llm, "get_base_model", None)
+        return get() if get is not None else self.llm
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.base_llm.get_decoder()
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.decoder.layers
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        emb = self.base_llm.get_input_embeddings()(batch.ids)
+        emb = emb.clone()
+        if batch.und_inputs.numel():
+            und = self.vision_in(self.distort_in(batch.und_inputs.to(emb.dtype)))
+            emb[batch.kind == UND_IMAGE] = und.to(emb.dtype)
+        if batch.gen_inputs.numel():
+            gen = self.gen_in(self.distort_out(batch.gen_inputs.to(emb.dtype)))
+            emb[batch.kind == GEN_IMAGE] = gen.to(emb.dtype)
+        emb[batch.kind == BOI] = self.boi.to(emb.dtype)
+        emb[batch.kind == EOI] = self.eoi.to(emb.dtype)
+        return emb
+
+    def hidden(self, batch: Batch, inputs_embeds: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        """Final hidden states (after the LLM's last norm)."""
+        emb = self.embed(batch) if inputs_embeds is None else inputs_embeds
+        out = self.decoder(inputs_embeds=emb, attention_mask=batch.attention_mask.long(), use_cache=False, **kw)
+        return out.last_hidden_state
+
+    def text_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.base_llm.get_output_embeddings()(h)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        h = self.hidden(batch)
+        text_mask = batch.labels != -100
+        zero = h.sum() * 0
+        text_loss = (
+            F.cross_entropy(self.text_logits(h[text_mask]).float(), batch.labels[text_mask])
+            if text_mask.any()
+            else zero
+        )
+        pred_mask = batch.gen_predict_mask
+        image_loss = zero
+        if pred_mask.any():
+            out = self.gen_head(h[pred_mask]).float()
+            if self.gen_space == "vq":
+                image_loss = F.cross_entropy(out, batch.gen_targets)
+            else:
+                target = self.distort_out(batch.gen_targets.float())
+                image_loss = (1 - F.cosine_similarity(out, target, dim=-1)).mean()
+        loss = text_loss + self.image_loss_weight * image_loss
+        return {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}

@@ -1,0 +1,337 @@
+"""Unified models: presets, adapters, distortions, checkpoints, resume, NaN guard, local HF loading."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from models.build import build_model, load_checkpoint
+from models.presets import FreezeConfig, parameter_table
+from models.sequence import Encoder, collate
+from models.train import TrainConfig, Trainer
+from models.unified import AffineDistortion, ModelConfig
+from tasks.records import load_dataset
+from unilens.config import to_dict
+from unilens.errors import UnilensError
+
+
+def counts(model) -> dict[str, tuple[int, int]]:
+    table = parameter_table(model)
+    return {r.component: (int(r.trainable), int(r.total)) for r in table.itertuples()}
+
+
+def expected_lora(model, layers, r) -> int:
+    total = 0
+    for i, block in enumerate(model.blocks):
+        if i not in layers:
+            continue
+        for name, module in block.named_modules():
+            if name.split(".")[-1] in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+                base = getattr(module, "base_layer", module)
+                if isinstance(base, torch.nn.Linear):
+                    total += r * (base.in_features + base.out_features)
+    return total
+
+
+def test_trainable_parameters_per_preset(tiny_train_config):
+    cfg = tiny_train_config()
+    n_layers = 2
+    results = {}
+    for preset, layers in (("adapters", []), ("lora", []), ("lora-layers", [1]), ("full", [])):
+        freeze = FreezeConfig(preset=preset, lora_r=4, lora_layers=layers)
+        model = build_model(cfg.model, freeze).model
+        results[preset] = c = counts(model)
+        assert c["vision_in (= gen_in, shared)"][0] == c["vision_in (= gen_in, shared)"][1] > 0
+        assert c["gen_head"][0] == c["gen_head"][1] > 0 and c["image_delimiters"][0] == 2 * model.d_model
+        if preset == "adapters":
+            assert c["llm.base"][0] == 0 and "llm.lora" not in c
+        elif preset == "full":
+            assert c["llm.base"][0] == c["llm.base"][1]
+        else:
+            assert c["llm.base"][0] == 0
+            want = expected_lora(model, layers or range(n_layers), r=4)
+            assert c["llm.lora"][0] == c["llm.lora"][1] == want > 0
+    assert results["lora-layers"]["llm.lora"][0] * 2 == results["lora"]["llm.lora"][0]  # one of two layers
+    assert results["adapters"]["llm.base"][1] == results["full"]["llm.base"][1]
+
+
+def test_preset_errors(tiny_train_config):
+    cfg = tiny_train_config()
+    with pytest.raises(UnilensError, match="unknown freezing preset"):
+        build_model(cfg.model, FreezeConfig(preset="lorax"))
+    with pytest.raises(UnilensError, match="needs lora_layers"):
+        build_model(cfg.model, FreezeConfig(preset="lora-layers"))
+    with pytest.raises(UnilensError, match="outside the LLM's layers"):
+        build_model(cfg.model, FreezeConfig(preset="lora-layers", lora_layers=[5]))
+    with pytest.raises(UnilensError, match="unknown variant"):
+        build_model(ModelConfig(variant="vq-clip", llm=cfg.model.llm), FreezeConfig())
+
+
+def one_batch(cfg: TrainConfig, built, n=8):
+    from models.build import build_spaces
+    from tasks.splits import select_arm
+
+    ds = load_dataset(cfg.dataset)
+    und, gen = build_spaces(built, cfg.model, ds, cfg.cache_dir)
+    records = select_arm(ds.train, cfg.arm)
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    seqs = [enc.record(r) for r in records[: n // 2] + records[-n // 2 :]]  # understanding and generation
+    return collate(seqs, und, gen, enc.pad_id)
+
+
+def test_shared_and_separate_generation_adapter(tiny_train_config):
+    shared = build_model(tiny_train_config("vq-vq").model, FreezeConfig("adapters")).model
+    assert shared.gen_in is shared.vision_in
+    cfg = tiny_train_config("sem-vq")
+    separate = build_model(cfg.model, FreezeConfig("adapters"))
+    model = separate.model
+    assert model.gen_in is not model.vision_in
+    assert model.vision_in.kind == "mlp" and model.gen_in.kind == "linear"  # the paper's adapters per space
+    # generation loss reaches gen_in, not vision_in, when separate
+    batch = one_batch(cfg, separate)
+    batch.labels[:] = -100
+    model(batch)["loss"].backward()
+    assert model.gen_in.net.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.vision_in.parameters())
+    bad = tiny_train_config("sem-vq").model
+    bad.share_gen_adapter = "true"
+    with pytest.raises(UnilensError, match="share_gen_adapter"):
+        build_model(bad, FreezeConfig("adapters"))
+    forced = tiny_train_config("vq-vq").model
+    forced.share_gen_adapter = "false"
+    assert build_model(forced, FreezeConfig("adapters")).model.gen_in is not None
+    assert (
+        build_model(forced, FreezeConfig("adapters")).model.gen_in
+        is not build_model(forced, FreezeConfig("adapters")).model.vision_in
+    )
+
+
+def test_affine_distortion_is_invertible_and_frozen():
+    d = AffineDistortion(16, strength=0.5, seed=3)
+    x = torch.randn(10, 16)
+    y = d(x)
+    assert not torch.allclose(x, y)
+    assert torch.allclose(d.inverse(y), x, atol=1e-5)
+    assert list(d.parameters()) == []  # buffers only: nothing an optimizer could change
+    scales = torch.linalg.svdvals(d.A)
+    assert scales.min() >= 0.5 - 1e-5 and scales.max() <= 1.5 + 1e-5
+    assert torch.equal(AffineDistortion(16, 0.5, 3).A, d.A)  # seeded
+    assert torch.equal(AffineDistortion(16, 0.0, 3)(x), x)
+    with pytest.raises(UnilensError):
+        AffineDistortion(4, 1.0, 0)
+
+
+def test_distortion_survives_training_unchanged(tiny_train_config):
+    cfg = tiny_train_config("vq-vq", "adapters", epochs=0.35, checkpoint_fractions=[1.0])
+    cfg.model.input_distortion = 0.4
+    trainer = Trainer(cfg, progress=False)
+    before = trainer.model.distort_in.A.clone()
+    trainer.train()
+    assert torch.equal(before, trainer.model.distort_in.A)
+    assert not torch.allclose(before, torch.eye(before.shape[0]))
+
+
+def llm_base_weights(model) -> dict[str, torch.Tensor]:
+    """Base LLM weights with peft's wrapping removed from the names."""
+    out = {}
+    for name, t in model.llm.state_dict().items():
+        if "lora_" in name:
+            continue
+        out[name.replace("base_model.model.", "").replace(".base_layer", "")] = t.clone()
+    return out
+
+
+@pytest.mark.parametrize("preset", ["adapters", "lora"])
+def test_frozen_weights_bit_identical_after_training(tiny_train_config, preset):
+    from models.lm import load_llm
+
+    cfg = tiny_train_config("vq-vq", preset, epochs=2.0, lr_adapters=3e-3, lr_llm=3e-3)
+    trainer = Trainer(cfg, progress=False)
+    adapter_before = trainer.model.vision_in.net.weight.clone()
+    trainer.train()
+    fresh = load_llm(cfg.model.llm)[0].state_dict()
+    after = llm_base_weights(trainer.model)
+    assert set(after) == set(fresh)
+    assert all(torch.equal(after[k], fresh[k]) for k in fresh)
+    assert not torch.equal(adapter_before, trainer.model.vision_in.net.weight)  # the adapters did train
+    losses = [json.loads(x)["loss"] for x in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 36 and sum(losses[-5:]) < sum(losses[:5]) - 0.5
+
+
+def test_all_variants_train_under_both_presets_and_reload(tiny_train_config):
+    for variant in ("sem-sem", "sem-vq", "vq-sem"):
+        for preset in ("adapters", "lora"):
+            cfg = tiny_train_config(variant, preset, epochs=0.35, checkpoint_fractions=[1.0])
+            trainer = Trainer(cfg, progress=False)
+            trainer.train()
+            ckpt = trainer.checkpoints()[-1]
+            manifest = json.loads((ckpt / "manifest.json").read_text())
+            assert manifest["variant"] == variant and manifest["preset"] == preset
+            assert (ckpt / "lora" / "adapter_config.json").is_file() == (preset == "lora")
+            # reproducible from the checkpoint folder alone
+            built, _ = load_checkpoint(ckpt)
+            trainer.model.eval()
+            batch = one_batch(cfg, trainer.built)
+            with torch.no_grad():
+                a = trainer.model(batch)["loss"]
+                b = built.model(batch)["loss"]
+            assert torch.allclose(a, b, atol=1e-6), (variant, preset, a, b)
+
+
+def test_checkpoint_refuses_changed_dependencies(tiny_train_config, tiny_embedded, tmp_path):
+    from conftest import copy_tree
+
+    from models.lm import load_llm
+
+    llm_copy = copy_tree(tiny_embedded / "lm", tmp_path / "lm_copy")
+    cfg = tiny_train_config("vq-vq", "adapters", epochs=0.25, checkpoint_fractions=[1.0])
+    cfg.model.llm = str(llm_copy)
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    ckpt = trainer.checkpoints()[-1]
+    load_checkpoint(ckpt)  # fine while nothing changed
+    model, _tok = load_llm(llm_copy)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[0, 0] += 1.0
+    model.save_pretrained(str(llm_copy))
+    with pytest.raises(UnilensError, match=r"llm at .* has hash"):
+        load_checkpoint(ckpt)
+
+
+def test_run_folder_refuses_a_different_config(tiny_train_config):
+    cfg = tiny_train_config("vq-vq", "adapters", epochs=0.25, checkpoint_fractions=[1.0])
+    Trainer(cfg, progress=False).train()
+    other = tiny_train_config("vq-vq", "lora", epochs=0.25, checkpoint_fractions=[1.0], out=cfg.out)
+    with pytest.raises(UnilensError, match=r"freeze\.preset"):
+        Trainer(other, progress=False).train()
+
+
+def final_state(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    last = sorted((out / "checkpoints").glob("step-*"))[-1]
+    return load_file(str(last / "trainable.safetensors"))
+
+
+def test_resume_after_interruption_matches_uninterrupted(tiny_train_config):
+    kw = dict(epochs=1.0, checkpoint_fractions=[0.5, 1.0])
+    full = tiny_train_config("vq-vq", "lora", name="full", **kw)
+    Trainer(full, progress=False).train()
+    part = tiny_train_config("vq-vq", "lora", name="part", **kw)
+    trainer = Trainer(part, progress=False)
+    half = min(trainer.ckpt_steps)
+    # a crash after the first checkpoint: training stops there, and one stray log line was written past it
+    assert trainer.train(until_step=half + 1) == {"stopped_at": half + 1}
+    log = Path(part.out) / "log.jsonl"
+    assert len(log.read_text().splitlines()) == half + 1
+    Trainer(part, progress=False).train()  # a fresh process-equivalent resumes from the checkpoint
+    a, b = final_state(Path(full.out)), final_state(Path(part.out))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    la = [json.loads(x)["loss"] for x in (Path(full.out) / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in log.read_text().splitlines()]
+    assert la == lb
+
+
+@pytest.mark.slow
+def test_kill_dash_nine_then_resume_matches(tiny_train_config, tmp_path):
+    kw = dict(epochs=6.0, checkpoint_fractions=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    full = tiny_train_config("vq-vq", "lora", name="full", **kw)
+    Trainer(full, progress=False).train()
+    killed = tiny_train_config("vq-vq", "lora", name="killed", **kw)
+    cfg_path = tmp_path / "killed.yaml"
+    cfg_path.write_text(yaml.safe_dump(to_dict(killed)))
+    cmd = [sys.executable, "-m", "unilens.cli", "train", str(cfg_path), "--quiet"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpts = Path(killed.out) / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(ckpts.glob("step-*"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (Path(killed.out) / "summary.json").exists(), "the run finished before it could be killed"
+    assert subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode == 0
+    a, b = final_state(Path(full.out)), final_state(Path(killed.out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_guard_stops_with_step_and_cause(tiny_train_config):
+    cfg = tiny_train_config(
+        "sem-sem", "full", epochs=2.0, lr_llm=1e5, lr_adapters=1e5, checkpoint_fractions=[0.1, 1.0], max_grad_norm=1e9
+    )
+    trainer = Trainer(cfg, progress=False)
+    with pytest.raises(UnilensError, match=r"(loss is nan|loss exploded).*step \d+.*learning rate") as err:
+        trainer.train()
+    good = trainer.checkpoints()
+    assert all((c / "manifest.json").is_file() for c in good)
+    if good:
+        assert str(good[-1]) in str(err.value)
+
+
+def test_local_siglip_and_qwen2_load_through_the_real_path(tiny_embedded, tmp_path):
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    from models.encoders.semantic import load_semantic
+
+    sig_dir = tmp_path / "siglip"
+    SiglipVisionModel(
+        SiglipVisionConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+        )
+    ).save_pretrained(str(sig_dir))
+    enc = load_semantic(sig_dir)
+    assert enc.source == "siglip" and enc.num_tokens == 16 and enc.feature_dim == 32
+    feats = enc.features(torch.zeros(2, 3, 32, 32))
+    assert feats.shape == (2, 16, 32)
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_embedded / "lm"))
+    qwen_dir = tmp_path / "qwen2"
+    Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            pad_token_id=tok.pad_token_id,
+        )
+    ).save_pretrained(str(qwen_dir))
+    tok.save_pretrained(str(qwen_dir))
+    cfg = TrainConfig(
+        dataset=str(tiny_embedded / "data"),
+        out=str(tmp_path / "run"),
+        model=ModelConfig(
+            variant="sem-vq", llm=str(qwen_dir), semantic_encoder=str(sig_dir), vq_encoder=str(tiny_embedded / "vq")
+        ),
+        freeze=FreezeConfig("lora", lora_r=2),
+        batch_size=8,
+        epochs=0.2,
+        checkpoint_fractions=[1.0],
+        cache_dir=str(tmp_path / "cache"),
+    )
+    trainer = Trainer(cfg, progress=False)
+    assert type(trainer.model.base_llm).__name__ == "Qwen2ForCausalLM"
+    summary = trainer.train()
+    assert summary["steps"] >= 1
+    _built, manifest = load_checkpoint(trainer.checkpoints()[-1])
+    assert manifest["dependencies"]["semantic_encoder"]["path"] == str(sig_dir.resolve())
+
+
+def test_missing_llm_folder_is_a_clear_error(tiny_train_config, tmp_path):
+    cfg = tiny_train_config()
+    cfg.model.llm = str(tmp_path / "nowhere")
+    with pytest.raises(UnilensError, match="no LLM at"):
+        build_model(cfg.model, FreezeConfig())
