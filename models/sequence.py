@@ -148,7 +148,8 @@ class Batch:
         return mask
 
 
-def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int) -> Batch:
+def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int, left_pad: bool = False) -> Batch:
+    """Pad to one length (on the right for training, on the left for decoding prompts)."""
     n = max(map(len, seqs))
     b = len(seqs)
     ids = torch.full((b, n), pad_id, dtype=torch.long)
@@ -157,11 +158,11 @@ def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int) -> Batch:
     tags = torch.zeros((b, n), dtype=torch.long)
     und_inputs, gen_inputs, gen_targets = [], [], []
     for i, s in enumerate(seqs):
-        L = len(s)
-        ids[i, :L] = torch.tensor(s.ids)
-        kind[i, :L] = torch.tensor(s.kind)
-        labels[i, :L] = torch.tensor(s.labels)
-        tags[i, :L] = torch.tensor(s.tags)
+        span = slice(n - len(s), n) if left_pad else slice(0, len(s))
+        ids[i, span] = torch.tensor(s.ids)
+        kind[i, span] = torch.tensor(s.kind)
+        labels[i, span] = torch.tensor(s.labels)
+        tags[i, span] = torch.tensor(s.tags)
         if UND_IMAGE in s.kind:
             und_inputs.append(und_space.inputs(s.image))
         if GEN_IMAGE in s.kind:

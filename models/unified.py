@@ -61,6 +61,11 @@ class ModelConfig:
         return share
 
 
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding on either side (left-padded decoding prompts included)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 class Adapter(nn.Module):
     """`linear` = Linear(in, d); `mlp` = Linear(in, d) -> GELU -> Linear(d, d)."""
 
@@ -161,7 +166,8 @@ class UnifiedVLM(nn.Module):
     def hidden(self, batch: Batch, inputs_embeds: torch.Tensor | None = None, **kw) -> torch.Tensor:
         """Final hidden states (after the LLM's last norm)."""
         emb = self.embed(batch) if inputs_embeds is None else inputs_embeds
-        out = self.decoder(inputs_embeds=emb, attention_mask=batch.attention_mask.long(), use_cache=False, **kw)
+        mask = batch.attention_mask.long()
+        out = self.decoder(inputs_embeds=emb, attention_mask=mask, position_ids=positions(mask), use_cache=False, **kw)
         return out.last_hidden_state
 
     def text_logits(self, h: torch.Tensor) -> torch.Tensor:

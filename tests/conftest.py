@@ -23,32 +23,38 @@ def tiny_embedded(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def tiny_train_config(tiny_embedded, tmp_path):
-    """A factory of tiny training configs writing under tmp_path."""
+def tiny_config(embedded: Path, runs: Path, variant="vq-vq", preset="lora", name=None, **kw):
+    """A tiny training config over the tiny embedded artefacts, writing under `runs`."""
     from models.presets import FreezeConfig
     from models.train import TrainConfig
     from models.unified import ModelConfig
 
+    model = ModelConfig(
+        variant=variant,
+        llm=str(embedded / "lm"),
+        semantic_encoder=str(embedded / "semantic"),
+        vq_encoder=str(embedded / "vq"),
+    )
+    freeze = kw.pop("freeze", None) or FreezeConfig(preset=preset)
+    base = dict(
+        dataset=str(embedded / "data"),
+        out=str(runs / (name or f"{variant}-{preset}")),
+        model=model,
+        freeze=freeze,
+        batch_size=8,
+        checkpoint_fractions=[0.5, 1.0],
+        cache_dir=str(embedded.parent / "cache"),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture
+def tiny_train_config(tiny_embedded, tmp_path):
+    """A factory of tiny training configs writing under tmp_path."""
+
     def make(variant="vq-vq", preset="lora", name=None, **kw):
-        model = ModelConfig(
-            variant=variant,
-            llm=str(tiny_embedded / "lm"),
-            semantic_encoder=str(tiny_embedded / "semantic"),
-            vq_encoder=str(tiny_embedded / "vq"),
-        )
-        freeze = kw.pop("freeze", None) or FreezeConfig(preset=preset)
-        base = dict(
-            dataset=str(tiny_embedded / "data"),
-            out=str(tmp_path / (name or f"{variant}-{preset}")),
-            model=model,
-            freeze=freeze,
-            batch_size=8,
-            checkpoint_fractions=[0.5, 1.0],
-            cache_dir=str(tiny_embedded.parent / "cache"),
-        )
-        base.update(kw)
-        return TrainConfig(**base)
+        return tiny_config(tiny_embedded, tmp_path, variant, preset, name, **kw)
 
     return make
 

@@ -76,6 +76,25 @@ def _train(args: argparse.Namespace) -> None:
     print_report(train(cfg, progress=not args.quiet))
 
 
+def _reader_train(args: argparse.Namespace) -> None:
+    from models.encoders.train import print_report
+    from models.reader import ReaderConfig, train_reader
+    from tasks.records import load_dataset
+    from unilens.config import load_config
+
+    cfg = load_config(ReaderConfig, args.config) if args.config else ReaderConfig()
+    dataset = load_dataset(args.dataset)
+    cfg.image_size = dataset.image_size
+    print_report(train_reader(cfg, dataset, args.out, progress=not args.quiet))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from models.evaluate import EvalConfig, run_eval
+
+    cfg = EvalConfig(limit=args.limit, captions=not args.no_captions, generation=not args.no_generation)
+    run_eval(args.target, args.out, cfg, args.reader, which=args.checkpoints)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unilens",
@@ -129,6 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="override the config's run folder")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=_train)
+
+    rd = sub.add_parser("reader", help="the attribute reader that scores generated images")
+    rd_sub = rd.add_subparsers(dest="reader_command", metavar="ACTION", required=True)
+    rd_train = rd_sub.add_parser("train", help="train the reader on a dataset's ground-truth images")
+    rd_train.add_argument("dataset")
+    rd_train.add_argument("--out", required=True)
+    rd_train.add_argument("--config", help="optional YAML reader config")
+    rd_train.add_argument("--quiet", action="store_true")
+    rd_train.set_defaults(func=_reader_train)
+
+    ev = sub.add_parser("eval", help="score understanding and generation of a checkpoint or run: tidy CSVs + grid")
+    ev.add_argument("target", help="a checkpoint folder or a run folder")
+    ev.add_argument("--checkpoints", default="last", help="last | all | comma-separated steps (run folders)")
+    ev.add_argument("--reader", help="attribute reader folder (scores VQ generations)")
+    ev.add_argument("--out", help="output folder (default: RUN/eval)")
+    ev.add_argument("--limit", type=int, default=0, help="only the first N test images")
+    ev.add_argument("--no-captions", action="store_true")
+    ev.add_argument("--no-generation", action="store_true")
+    ev.set_defaults(func=_eval)
     return parser
 
 

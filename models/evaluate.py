@@ -1,0 +1,330 @@
+"""Score a trained unified model on the unbiased test set: `unilens eval CHECKPOINT_OR_RUN`.
+
+Understanding: every VQA turn (earlier turns given their true answers), soft and exact, per attribute and value;
+captions for attribute precision and recall. Generation: the attributes each prompt specified, read back from the
+generated image by the attribute reader (VQ outputs, decoded to pixels) or by linear probes trained on ground-truth
+features (semantic outputs), plus the cosine to the ground-truth features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageDraw
+
+from models.build import Built, build_spaces
+from models.encoders.images import to_uint8
+from models.generate import collate_prompts, generate_image_tokens, generation_prompt, greedy_answers, question_prompts
+from models.reader import AttributeReader, labels_of
+from models.sequence import Encoder
+from tasks.records import WorldDataset
+from tasks.scoring import score_caption, score_vqa, summarize
+from tasks.world import Watch
+
+PROMPT_TO_READER = {
+    "weather": ["weather"],
+    "weather_pos": ["weather_pos"],
+    "battery_pos": ["battery_pos"],
+    "battery": ["battery_decile"],
+    "time": ["hour", "minute5"],
+}
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 32
+    max_answer_tokens: int = 12
+    max_caption_tokens: int = 96
+    limit: int = 0  # evaluate only the first N test images (0: all)
+    captions: bool = True
+    generation: bool = True
+    n_boot: int = 1000
+    grid_images: int = 8
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _test_records(dataset: WorldDataset, task: str, limit: int) -> list[dict]:
+    rows = [r for r in dataset.test if r["task"] == task]
+    return rows[:limit] if limit else rows
+
+
+class Evaluator:
+    def __init__(self, built: Built, dataset: WorldDataset, cache_dir: str | Path, cfg: EvalConfig):
+        self.built = built
+        self.model = built.model.eval()
+        self.dataset = dataset
+        self.cfg = cfg
+        self.und_space, self.gen_space = build_spaces(built, self.model.cfg, dataset, cache_dir)
+        self.encoder = Encoder(built.tokenizer, self.und_space.num_tokens)
+        self.gen_encoder = Encoder(built.tokenizer, self.gen_space.num_tokens)
+        self.device = next(self.model.parameters()).device
+
+    def decode_text(self, ids: list[int]) -> str:
+        return self.built.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def _answer(self, seqs, max_tokens: int) -> list[str]:
+        batch = collate_prompts(seqs, self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
+        ids = greedy_answers(self.model, batch, self.built.tokenizer.eos_token_id, max_tokens)
+        return [self.decode_text(x) for x in ids]
+
+    def vqa(self) -> pd.DataFrame:
+        prompts = []
+        for rec in _test_records(self.dataset, "vqa", self.cfg.limit):
+            for seq, attribute, turn in question_prompts(self.encoder, rec):
+                prompts.append((seq, attribute, turn, rec))
+        rows = []
+        for chunk in _batches(prompts, self.cfg.batch_size):
+            answers = self._answer([p[0] for p in chunk], self.cfg.max_answer_tokens)
+            for (_seq, attribute, turn, rec), answer in zip(chunk, answers, strict=True):
+                rows.append(
+                    {
+                        "image": rec["image"],
+                        "attribute": attribute,
+                        "turn": turn,
+                        "prediction": answer,
+                        "watch": rec["watch"],
+                    }
+                )
+        return score_vqa(rows)
+
+    def captions(self) -> pd.DataFrame:
+        records = _test_records(self.dataset, "caption", self.cfg.limit)
+        rows = []
+        for chunk in _batches(records, self.cfg.batch_size):
+            seqs = [question_prompts(self.encoder, r)[0][0] for r in chunk]
+            for rec, text in zip(chunk, self._answer(seqs, self.cfg.max_caption_tokens), strict=True):
+                rows.append(
+                    {"image": rec["image"], "prediction": text, **score_caption(text, Watch.from_dict(rec["watch"]))}
+                )
+        return pd.DataFrame(rows)
+
+    def generate(self, records: list[dict]) -> torch.Tensor:
+        outs = []
+        for chunk in _batches(records, self.cfg.batch_size):
+            seqs = [generation_prompt(self.gen_encoder, r) for r in chunk]
+            batch = collate_prompts(seqs, self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
+            outs.append(generate_image_tokens(self.model, batch, self.gen_space.num_tokens, self.gen_space).cpu())
+        return torch.cat(outs)
+
+    def generation(self, reader: AttributeReader | None, feature_probes=None) -> tuple[pd.DataFrame, dict]:
+        """Per prompted attribute: did the generated image show it? Also returns the generated tokens."""
+        records = _test_records(self.dataset, "generation", self.cfg.limit)
+        tokens = self.generate(records)
+        if self.gen_space.kind == "vq":
+            vq = self.built.encoders["vq"]
+            pixels = np.concatenate([to_uint8(vq.decode(t)) for t in torch.split(tokens, 64)])
+            read = reader.read(pixels) if reader is not None else None
+            cos = None
+        else:
+            pixels = None
+            read = feature_probes.predict(tokens.numpy()) if feature_probes is not None else None
+            truth = torch.stack([self.gen_space.targets(r["image"]) for r in records])
+            cos = torch.nn.functional.cosine_similarity(tokens, truth, dim=-1).mean(-1).numpy()
+        rows = []
+        for i, rec in enumerate(records):
+            watch = Watch.from_dict(rec["watch"])
+            labels = labels_of(watch)
+            for prompted in rec["conversations"][0]["attributes"]:
+                for head in PROMPT_TO_READER[prompted]:
+                    row = {
+                        "image": rec["image"],
+                        "attribute": head,
+                        "value": str(labels[head]),
+                        "correct": float(read[head][i] == labels[head]) if read is not None else np.nan,
+                    }
+                    if cos is not None:
+                        row["cosine"] = float(cos[i])
+                    rows.append(row)
+        return pd.DataFrame(rows), {"records": records, "tokens": tokens, "pixels": pixels}
+
+    def grid(self, generated: dict, path: str | Path, n: int) -> None:
+        """Prompt, ground truth and generation side by side for a person to look at."""
+        records = generated["records"][:n]
+        size = self.dataset.image_size
+        cell = max(size, 160)
+        sheet = Image.new("RGB", (3 * cell, len(records) * (size + 4)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for i, rec in enumerate(records):
+            y = i * (size + 4)
+            prompt = rec["conversations"][0]["value"]
+            words, lines, line = prompt.split(), [], ""
+            for w in words:
+                if len(line) + len(w) > 26:
+                    lines.append(line)
+                    line = ""
+                line += w + " "
+            lines.append(line)
+            draw.multiline_text((2, y + 2), "\n".join(lines[:9]), fill="black", spacing=1)
+            sheet.paste(Image.fromarray(self.dataset.images[rec["image"]]), (cell, y))
+            if generated["pixels"] is not None:
+                sheet.paste(Image.fromarray(generated["pixels"][i]), (2 * cell, y))
+            else:
+                draw.text((2 * cell + 4, y + size // 2), "semantic output:\nno pixels", fill="gray")
+        sheet.save(path)
+
+
+def summary_table(vqa: pd.DataFrame, captions: pd.DataFrame, gen: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    """Tidy rows: task x attribute x value x metric with mean and bootstrap CI (images resampled)."""
+    parts = []
+    if len(vqa):
+        first = vqa[vqa["turn"] == 0]
+        for subset, task in ((vqa, "vqa"), (first, "vqa_first_turn")):
+            for by in (["attribute"], ["attribute", "value"]):
+                t = summarize(subset, by, ("soft", "exact"), n_boot=n_boot)
+                t = t.melt(id_vars=[*by, "n"], var_name="metric_col", value_name="v")
+                parts.append(_tidy(t, task, by))
+    if len(captions):
+        c = captions.assign(attribute="caption")
+        parts.append(
+            _tidy(
+                summarize(c, ["attribute"], ("precision", "recall"), n_boot=n_boot).melt(
+                    id_vars=["attribute", "n"], var_name="metric_col", value_name="v"
+                ),
+                "caption",
+                ["attribute"],
+            )
+        )
+    if len(gen) and gen["correct"].notna().any():
+        for by in (["attribute"], ["attribute", "value"]):
+            t = summarize(gen, by, ("correct",), n_boot=n_boot).melt(
+                id_vars=[*by, "n"], var_name="metric_col", value_name="v"
+            )
+            parts.append(_tidy(t, "generation", by))
+    if len(gen) and "cosine" in gen:
+        g = gen.drop_duplicates("image").assign(attribute="all")
+        parts.append(
+            _tidy(
+                summarize(g, ["attribute"], ("cosine",), n_boot=n_boot).melt(
+                    id_vars=["attribute", "n"], var_name="metric_col", value_name="v"
+                ),
+                "generation",
+                ["attribute"],
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _tidy(melted: pd.DataFrame, task: str, by: list[str]) -> pd.DataFrame:
+    melted = melted.copy()
+    melted["metric"] = melted["metric_col"].str.replace(r"_(lo|hi)$", "", regex=True)
+    melted["stat"] = melted["metric_col"].str.extract(r"_(lo|hi)$")[0].fillna("mean")
+    wide = melted.pivot_table(index=[*by, "n", "metric"], columns="stat", values="v").reset_index()
+    if "value" not in wide:
+        wide["value"] = "all"
+    wide["task"] = task
+    return wide[["task", "attribute", "value", "metric", "mean", "lo", "hi", "n"]]
+
+
+class FeatureProbes:
+    """Linear read-out of each reader attribute from ground-truth semantic features (flattened tokens)."""
+
+    def __init__(self, space, dataset: WorldDataset):
+        from sklearn.linear_model import RidgeClassifier
+
+        train = {r["image"]: r["watch"] for r in dataset.train}
+        ids = list(train)
+        x = np.stack([space.inputs(i).numpy().reshape(-1) for i in ids])
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-6
+        labels = [labels_of(Watch.from_dict(train[i])) for i in ids]
+        self.models = {}
+        for head in labels[0]:
+            self.models[head] = RidgeClassifier(alpha=10.0).fit(
+                (x - self.mean) / self.std, [lab[head] for lab in labels]
+            )
+
+    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        x = (features.reshape(len(features), -1) - self.mean) / self.std
+        return {head: m.predict(x) for head, m in self.models.items()}
+
+    def accuracy(self, space, dataset: WorldDataset) -> dict[str, float]:
+        test = {r["image"]: r["watch"] for r in dataset.test}
+        x = np.stack([space.inputs(i).numpy() for i in test])
+        pred = self.predict(x)
+        labels = [labels_of(Watch.from_dict(w)) for w in test.values()]
+        return {h: float(np.mean(pred[h] == np.array([lab[h] for lab in labels]))) for h in pred}
+
+
+def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
+    """A checkpoint folder itself, or a run folder's checkpoints ('last', 'all', or comma-separated steps)."""
+    from unilens.errors import UnilensError
+
+    target = Path(target)
+    if (target / "manifest.json").is_file() and (target / "trainable.safetensors").is_file():
+        return [target]
+    ckpts = sorted(p for p in (target / "checkpoints").glob("step-*") if (p / "manifest.json").is_file())
+    if not ckpts:
+        raise UnilensError(f"{target} is neither a checkpoint nor a run folder with checkpoints (train one first)")
+    if which == "last":
+        return ckpts[-1:]
+    if which == "all":
+        return ckpts
+    wanted = {int(s) for s in which.split(",")}
+    chosen = [c for c in ckpts if int(c.name.split("-")[1]) in wanted]
+    if len(chosen) != len(wanted):
+        raise UnilensError(f"asked for steps {sorted(wanted)}, the run has {[c.name for c in ckpts]}")
+    return chosen
+
+
+def run_eval(
+    target: str | Path, out: str | Path | None, cfg: EvalConfig, reader_dir: str | None, which: str = "last", log=print
+) -> pd.DataFrame:
+    """Evaluate checkpoints; write vqa.csv, captions.csv, generation.csv, summary.csv and grid PNGs to `out`."""
+    from models.build import load_checkpoint
+    from models.reader import load_reader
+    from tasks.records import load_dataset
+    from unilens.io import atomic_write_text
+
+    ckpts = checkpoints_of(target, which)
+    out = (
+        Path(out)
+        if out
+        else (ckpts[0].parent.parent / "eval" if ckpts[0].parent.name == "checkpoints" else ckpts[0] / "eval")
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    reader = load_reader(reader_dir) if reader_dir else None
+    tables = {"vqa": [], "captions": [], "generation": [], "summary": []}
+    for ckpt in ckpts:
+        built, manifest = load_checkpoint(ckpt)
+        dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
+        ev = Evaluator(built, dataset, manifest["config"]["cache_dir"], cfg)
+        tags = {
+            "checkpoint": ckpt.name,
+            "step": manifest["step"],
+            "fraction": round(manifest["fraction"], 3),
+            "variant": manifest["variant"],
+            "preset": manifest["preset"],
+            "mixture": manifest["arm"]["mixture"],
+            "seed": manifest["config"]["seed"],
+        }
+        vqa = ev.vqa()
+        caps = ev.captions() if cfg.captions else pd.DataFrame()
+        gen = pd.DataFrame()
+        if cfg.generation:
+            probes = FeatureProbes(ev.gen_space, dataset) if ev.gen_space.kind == "semantic" else None
+            gen, generated = ev.generation(reader, probes)
+            ev.grid(generated, out / f"grid_{ckpt.name}.png", cfg.grid_images)
+        summary = summary_table(vqa, caps, gen, cfg.n_boot)
+        for name, table in (("vqa", vqa), ("captions", caps), ("generation", gen), ("summary", summary)):
+            if len(table):
+                tables[name].append(table.assign(**tags))
+        log(
+            f"[eval] {ckpt}: "
+            + ", ".join(
+                f"{r.task}/{r.attribute}/{r.metric}={r.mean:.3f}"
+                for r in summary[summary["value"] == "all"].itertuples()
+            )
+        )
+    result = {}
+    for name, parts in tables.items():
+        if parts:
+            result[name] = pd.concat(parts, ignore_index=True)
+            atomic_write_text(out / f"{name}.csv", result[name].to_csv(index=False))
+    return result.get("summary", pd.DataFrame())

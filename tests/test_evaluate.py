@@ -1,0 +1,135 @@
+"""Decoding with and without the KV cache, the attribute reader, and `unilens eval` end to end."""
+
+import pandas as pd
+import pytest
+import torch
+
+from models.build import build_model, build_spaces
+from models.evaluate import EvalConfig, Evaluator, checkpoints_of, run_eval
+from models.generate import collate_prompts, generate_image_tokens, generation_prompt, greedy_answers, question_prompts
+from models.presets import FreezeConfig
+from models.reader import ReaderConfig, load_reader, train_reader
+from models.sequence import Encoder
+from models.train import Trainer
+from tasks.records import load_dataset
+from unilens.errors import UnilensError
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory, tiny_embedded):
+    """One short vq-vq and one sem-sem run, shared by the tests below."""
+    from conftest import tiny_config
+
+    runs = {}
+    for variant in ("vq-vq", "sem-sem"):
+        cfg = tiny_config(
+            tiny_embedded,
+            tmp_path_factory.mktemp("runs"),
+            variant,
+            "lora",
+            epochs=1.0,
+            checkpoint_fractions=[0.5, 1.0],
+            lr_adapters=3e-3,
+            lr_llm=3e-3,
+        )
+        Trainer(cfg, progress=False).train()
+        runs[variant] = cfg
+    return runs
+
+
+@pytest.mark.parametrize("variant", ["vq-vq", "sem-sem"])
+def test_kv_cache_decoding_equals_recomputing(trained_runs, variant):
+    cfg = trained_runs[variant]
+    from models.build import load_checkpoint
+
+    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
+    dataset = load_dataset(cfg.dataset)
+    und, gen = build_spaces(built, cfg.model, dataset, cfg.cache_dir)
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    vqa = [r for r in dataset.test if r["task"] == "vqa"][:6]
+    prompts = [question_prompts(enc, r)[0][0] for r in vqa]
+    batch = collate_prompts(prompts, und, gen, enc.pad_id)
+    eos = built.tokenizer.eos_token_id
+    cached = greedy_answers(built.model, batch, eos, max_new_tokens=8, use_cache=True)
+    fresh = greedy_answers(built.model, batch, eos, max_new_tokens=8, use_cache=False)
+    assert cached == fresh and any(cached)
+    gens = [generation_prompt(enc, r) for r in dataset.test if r["task"] == "generation"][:4]
+    gbatch = collate_prompts(gens, und, gen, enc.pad_id)
+    a = generate_image_tokens(built.model, gbatch, gen.num_tokens, gen, use_cache=True)
+    b = generate_image_tokens(built.model, gbatch, gen.num_tokens, gen, use_cache=False)
+    if variant == "vq-vq":
+        assert a.dtype == torch.long and torch.equal(a, b)
+    else:
+        assert a.shape == (4, gen.num_tokens, gen.dim) and torch.allclose(a, b, atol=1e-4)
+
+
+def test_left_padding_does_not_change_answers(trained_runs):
+    """A prompt decoded alone and in a batch beside longer prompts gives the same tokens."""
+    cfg = trained_runs["vq-vq"]
+    built = build_model(cfg.model, FreezeConfig("adapters"), seed=1)
+    dataset = load_dataset(cfg.dataset)
+    und, gen = build_spaces(built, cfg.model, dataset, cfg.cache_dir)
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    prompts = [p for r in dataset.test if r["task"] == "vqa" for p, _, _ in question_prompts(enc, r)][:6]
+    eos = built.tokenizer.eos_token_id
+    together = greedy_answers(built.model.eval(), collate_prompts(prompts, und, gen, enc.pad_id), eos, 6)
+    alone = [greedy_answers(built.model, collate_prompts([p], und, gen, enc.pad_id), eos, 6)[0] for p in prompts]
+    assert len({len(p) for p in prompts}) > 1
+    assert together == alone
+
+
+def test_reader_reads_ground_truth_above_floor(tiny_embedded, tmp_path):
+    dataset = load_dataset(tiny_embedded / "data")
+    report = train_reader(
+        ReaderConfig(image_size=32, steps=300, batch_size=32), dataset, tmp_path / "r", progress=False
+    )
+    acc = report["test_accuracy"]
+    # chance: weather 1/3, corners 1/4; floors are far above chance even at 32 px and 48 training images
+    assert acc["weather"] >= 0.6 and acc["weather_pos"] >= 0.6 and acc["battery_pos"] >= 0.6, acc
+    reader = load_reader(tmp_path / "r")
+    images = dataset.images.array[:4]
+    assert set(reader.read(images)) == {"weather", "weather_pos", "battery_pos", "battery_decile", "hour", "minute5"}
+
+
+def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_embedded, tmp_path):
+    cfg = trained_runs["vq-vq"]
+    dataset = load_dataset(tiny_embedded / "data")
+    train_reader(ReaderConfig(image_size=32, steps=30), dataset, tmp_path / "reader", progress=False)
+    summary = run_eval(
+        cfg.out,
+        tmp_path / "eval",
+        EvalConfig(limit=6, n_boot=50),
+        str(tmp_path / "reader"),
+        which="all",
+        log=lambda *_: None,
+    )
+    assert set(summary["checkpoint"]) == {c.name for c in checkpoints_of(cfg.out, "all")}
+    assert {"vqa", "vqa_first_turn", "caption", "generation"} <= set(summary["task"])
+    assert {"task", "attribute", "value", "metric", "mean", "lo", "hi", "n", "variant", "preset", "mixture"} <= set(
+        summary.columns
+    )
+    ok = summary.dropna(subset=["mean"])
+    assert ((ok["lo"] <= ok["mean"] + 1e-9) & (ok["mean"] <= ok["hi"] + 1e-9)).all()
+    vqa = pd.read_csv(tmp_path / "eval" / "vqa.csv")
+    assert vqa["turn"].max() >= 1  # every turn is scored, not only the first
+    assert (tmp_path / "eval" / f"grid_{checkpoints_of(cfg.out)[0].name}.png").stat().st_size > 1000
+
+
+def test_eval_bad_target(tmp_path):
+    with pytest.raises(UnilensError, match="neither a checkpoint nor a run folder"):
+        checkpoints_of(tmp_path)
+
+
+def test_semantic_generation_scored_by_cosine_and_probes(trained_runs):
+    from models.build import load_checkpoint
+    from models.evaluate import FeatureProbes
+
+    cfg = trained_runs["sem-sem"]
+    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
+    dataset = load_dataset(cfg.dataset)
+    ev = Evaluator(built, dataset, cfg.cache_dir, EvalConfig(limit=4))
+    probes = FeatureProbes(ev.gen_space, dataset)
+    assert probes.accuracy(ev.gen_space, dataset)["weather_pos"] > 0.4  # ground-truth features are readable
+    gen, generated = ev.generation(None, probes)
+    assert gen["cosine"].between(-1, 1).all() and gen["correct"].isin([0.0, 1.0]).all()
+    assert generated["pixels"] is None
