@@ -62,3 +62,25 @@ def tiny_train_config(tiny_embedded, tmp_path):
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory, tiny_embedded):
+    """One short vq-vq and one sem-sem LoRA run at toy size, shared by every test file."""
+    from models.train import Trainer
+
+    runs = {}
+    for variant in ("vq-vq", "sem-sem"):
+        cfg = tiny_config(
+            tiny_embedded,
+            tmp_path_factory.mktemp("runs"),
+            variant,
+            "lora",
+            epochs=1.0,
+            checkpoint_fractions=[0.5, 1.0],
+            lr_adapters=3e-3,
+            lr_llm=3e-3,
+        )
+        Trainer(cfg, progress=False).train()
+        runs[variant] = cfg
+    return runs

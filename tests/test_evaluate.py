@@ -10,31 +10,8 @@ from models.generate import collate_prompts, generate_image_tokens, generation_p
 from models.presets import FreezeConfig
 from models.reader import ReaderConfig, load_reader, train_reader
 from models.sequence import Encoder
-from models.train import Trainer
 from tasks.records import load_dataset
 from unilens.errors import UnilensError
-
-
-@pytest.fixture(scope="module")
-def trained_runs(tmp_path_factory, tiny_embedded):
-    """One short vq-vq and one sem-sem run, shared by the tests below."""
-    from conftest import tiny_config
-
-    runs = {}
-    for variant in ("vq-vq", "sem-sem"):
-        cfg = tiny_config(
-            tiny_embedded,
-            tmp_path_factory.mktemp("runs"),
-            variant,
-            "lora",
-            epochs=1.0,
-            checkpoint_fractions=[0.5, 1.0],
-            lr_adapters=3e-3,
-            lr_llm=3e-3,
-        )
-        Trainer(cfg, progress=False).train()
-        runs[variant] = cfg
-    return runs
 
 
 @pytest.mark.parametrize("variant", ["vq-vq", "sem-sem"])

@@ -95,6 +95,17 @@ def _eval(args: argparse.Namespace) -> None:
     run_eval(args.target, args.out, cfg, args.reader, which=args.checkpoints)
 
 
+def _probe(args: argparse.Namespace) -> None:
+    from probes.run import ProbeConfig, run_probes
+    from unilens.config import load_config
+
+    cfg = load_config(ProbeConfig, args.config)
+    if args.out:
+        cfg.out = args.out
+    run_probes(cfg)
+    print(f"probe results in {cfg.out} (probes.csv, cross_context.csv, figures)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unilens",
@@ -167,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-captions", action="store_true")
     ev.add_argument("--no-generation", action="store_true")
     ev.set_defaults(func=_eval)
+
+    pr = sub.add_parser("probe", help="layer-wise and cross-context linear probes over trained models: CSV + plots")
+    pr.add_argument("config", help="YAML probe config (see configs/probe/)")
+    pr.add_argument("--out", help="override the config's output folder")
+    pr.set_defaults(func=_probe)
     return parser
 
 

@@ -1,0 +1,109 @@
+"""One function per figure, each taking a tidy DataFrame; layer on the x axis, CI bands, chance drawn.
+
+Layer -1 is the input adapter's output ("adapter"), 0..L-1 the LLM blocks' residual stream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return (np.nan, np.nan, np.nan)
+    if len(values) == 1:
+        return (values[0], values[0], values[0])
+    rng = np.random.default_rng(seed)
+    boots = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
+    return float(values.mean()), float(np.quantile(boots, (1 - level) / 2)), float(np.quantile(boots, (1 + level) / 2))
+
+
+def by_layer(df: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
+    """Mean and bootstrap CI over folds and seeds, per layer and keys."""
+    rows = []
+    for key, group in df.groupby([*keys, "layer"], sort=True):
+        mean, lo, hi = mean_ci(group[column].to_numpy())
+        rows.append({**dict(zip([*keys, "layer"], key, strict=True)), "mean": mean, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
+
+
+def _layer_axis(ax, layers: np.ndarray) -> None:
+    ticks = sorted(set(layers))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["adapter" if t == -1 else str(t) for t in ticks])
+    ax.set_xlabel("layer (adapter output, then LLM block)")
+
+
+def _save(fig, path: str | Path | None):
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    return fig
+
+
+def plot_probe_layers(df: pd.DataFrame, attribute: str, path: str | Path | None = None, title: str | None = None):
+    """Probe accuracy per layer with CI, control-task, shuffled and majority baselines and chance, per model."""
+    d = df[df["attribute"] == attribute]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for model, md in d.groupby("model"):
+        s = by_layer(md, "score", [])
+        line = ax.plot(s["layer"], s["mean"], marker="o", label=f"{model}: probe")[0]
+        ax.fill_between(s["layer"], s["lo"], s["hi"], color=line.get_color(), alpha=0.2)
+        if "control" in md:
+            c = by_layer(md, "control", [])
+            ax.plot(c["layer"], c["mean"], ls="--", color=line.get_color(), alpha=0.7, label=f"{model}: control task")
+    if "shuffled" in d:
+        sh = by_layer(d, "shuffled", [])
+        ax.plot(sh["layer"], sh["mean"], ls=":", color="gray", label="shuffled labels")
+    if "majority" in d:
+        ax.axhline(d["majority"].mean(), color="black", ls="-.", lw=1, label="majority")
+    if "chance" in d:
+        ax.axhline(d["chance"].mean(), color="red", ls=":", lw=1, label="chance")
+    _layer_axis(ax, d["layer"].to_numpy())
+    ax.set_ylabel("held-out accuracy" if d["metric"].iloc[0] == "accuracy" else "held-out R²")
+    ax.set_title(title or f"Where does the LLM make '{attribute}' linearly decodable?")
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def plot_selectivity(df: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
+    """Selectivity (probe minus control task) per layer, one line per attribute and model."""
+    d = df.dropna(subset=["selectivity"]) if "selectivity" in df else df.iloc[:0]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (model, attribute), md in d.groupby(["model", "attribute"]):
+        s = by_layer(md, "selectivity", [])
+        line = ax.plot(s["layer"], s["mean"], marker="o", label=f"{model}: {attribute}")[0]
+        ax.fill_between(s["layer"], s["lo"], s["hi"], color=line.get_color(), alpha=0.2)
+    ax.axhline(0, color="black", lw=1)
+    _layer_axis(ax, d["layer"].to_numpy() if len(d) else np.array([-1, 0]))
+    ax.set_ylabel("selectivity (accuracy - control task)")
+    ax.set_title(title or "Is the probe reading the attribute, or just memorising?")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_cross_context(df: pd.DataFrame, attribute: str, path: str | Path | None = None, title: str | None = None):
+    """Cross-context transfer per layer, overlaid for several models: where the two tasks share a representation."""
+    d = df[df["attribute"] == attribute]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (model, tr, te), md in d.groupby(["model", "train_context", "test_context"]):
+        s = by_layer(md, "score", [])
+        style = "-" if tr == "generate" else "--"
+        line = ax.plot(s["layer"], s["mean"], style, marker="o", label=f"{model}: fit {tr} -> test {te}")[0]
+        ax.fill_between(s["layer"], s["lo"], s["hi"], color=line.get_color(), alpha=0.15)
+    if len(d):
+        ax.axhline(d["chance"].mean(), color="red", ls=":", lw=1, label="chance")
+        _layer_axis(ax, d["layer"].to_numpy())
+    ax.set_ylabel("accuracy in the other context")
+    ax.set_title(title or f"Do generation and understanding share a '{attribute}' representation, and where?")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

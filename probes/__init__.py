@@ -1,0 +1,1 @@
+"""Activations, probes, patching and attribution over trained unified models."""

@@ -1,0 +1,131 @@
+"""Activation sets: pooled residual-stream activations of many examples, per site, with tidy metadata.
+
+Contexts:
+    understand  <bos> USER: <boi> [input image] <eoi> question ASSISTANT:    (a test or train VQA record)
+    generate    <bos> USER: prompt ASSISTANT: phrase <boi> [target image, teacher-forced] <eoi>
+Position groups are selected by tag name ("image", "question", "gen_prompt", "gen_image"), never by index.
+Site "adapter" is the input adapter's output (the paper's probe site): vision_in for understanding images,
+gen_in for generation images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.generate import question_prompts
+from models.sequence import GEN_IMAGE, TAG, UND_IMAGE, Batch, Encoder, collate
+from probes.hooks import HookedVLM, resid_name
+from tasks.world import Watch
+
+DEFAULT_GROUP = {"understand": "image", "generate": "gen_image"}
+
+
+@dataclass
+class ActivationSet:
+    sites: list[str]
+    X: dict[str, np.ndarray]  # site -> (N, d_model), memory-mapped when streamed to disk
+    meta: pd.DataFrame  # one row per example: image, context, group, and the watch's attributes
+
+    def labels(self, attribute: str) -> np.ndarray:
+        return self.meta[attribute].to_numpy()
+
+    def subset(self, mask: np.ndarray) -> ActivationSet:
+        return ActivationSet(
+            self.sites, {s: np.asarray(x)[mask] for s, x in self.X.items()}, self.meta[mask].reset_index(drop=True)
+        )
+
+
+def layer_sites(n_layers: int, where: str = "post") -> list[str]:
+    return ["adapter", *(resid_name(layer, where) for layer in range(n_layers))]
+
+
+def _sequences(encoder: Encoder, records: list[dict], context: str) -> list:
+    if context == "understand":
+        return [question_prompts(encoder, r)[0][0] for r in records]
+    return [encoder.record(r) for r in records]
+
+
+def _meta_row(record: dict, context: str, group: str) -> dict:
+    watch = Watch.from_dict(record["watch"])
+    prompt = record["conversations"][0]
+    return {
+        "image": record["image"],
+        "context": context,
+        "group": group,
+        "weather": watch.weather,
+        "weather_pos": watch.weather_pos,
+        "battery_pos": watch.battery_pos,
+        "battery": watch.battery,
+        "battery_decile": min(watch.battery // 10, 9),
+        "hour": watch.hour % 12,
+        "minute": watch.minute,
+        "face_bin": "".join(str(c * 3 // 256) for c in watch.face_color),
+        "prompted": ",".join(prompt.get("attributes", [])) if context == "generate" else "",
+    }
+
+
+@torch.no_grad()
+def collect(
+    model,
+    records: list[dict],
+    und_space,
+    gen_space,
+    encoder: Encoder,
+    context: str,
+    group: str | None = None,
+    where: str = "post",
+    batch_size: int = 32,
+    store: str | Path | None = None,
+    hooks: Callable[[Batch, int], list] | None = None,
+) -> ActivationSet:
+    """Mean-pool each site's activations over the `group` positions of every record. `hooks(batch, start)` may
+    return (site, fn) interventions to apply while collecting that batch (`start`: its first record's index)."""
+    group = group or DEFAULT_GROUP[context]
+    hooked = HookedVLM(model)
+    sites = layer_sites(hooked.n_layers, where)
+    names = sites[1:]
+    seqs = _sequences(encoder, records, context)
+    n, d = len(records), model.d_model
+    X = {s: _array(store, s, (n, d)) for s in sites}
+    device = next(model.parameters()).device
+    for start in range(0, n, batch_size):
+        chunk = seqs[start : start + batch_size]
+        batch = collate(chunk, und_space, gen_space, encoder.pad_id).to(device)
+        with hooked.hooks(hooks(batch, start) if hooks else []):
+            _, cache = hooked.run_with_cache(batch, names)
+        mask = (batch.tags == TAG[group]).float()
+        if mask.sum(1).min() == 0:
+            raise ValueError(f"some {context} sequences have no '{group}' positions")
+        weights = mask / mask.sum(1, keepdim=True)
+        for name in names:
+            X[name][start : start + len(chunk)] = torch.einsum("bl,bld->bd", weights, cache[name].float()).cpu().numpy()
+        X["adapter"][start : start + len(chunk)] = _adapter_pool(model, batch, context, group)
+    meta = pd.DataFrame([_meta_row(r, context, group) for r in records])
+    return ActivationSet(sites, X, meta)
+
+
+def _adapter_pool(model, batch, context: str, group: str) -> np.ndarray:
+    """The input adapter's output, mean-pooled per image (zeros when the group holds no image positions)."""
+    b = batch.ids.shape[0]
+    kind = UND_IMAGE if context == "understand" else GEN_IMAGE
+    if group not in ("image", "gen_image"):
+        return np.zeros((b, model.d_model), dtype=np.float32)
+    if kind == UND_IMAGE:
+        out = model.vision_in(model.distort_in(batch.und_inputs))
+    else:
+        out = model.gen_in(model.distort_out(batch.gen_inputs))
+    return out.reshape(b, -1, model.d_model).mean(1).float().cpu().numpy()
+
+
+def _array(store: str | Path | None, site: str, shape: tuple[int, int]) -> np.ndarray:
+    if store is None:
+        return np.zeros(shape, dtype=np.float32)
+    folder = Path(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(folder / f"{site}.npy", mode="w+", dtype=np.float32, shape=shape)

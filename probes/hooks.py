@@ -1,0 +1,130 @@
+"""TransformerLens-style names over a Hugging Face LLM inside a unified model, with plain PyTorch hooks.
+
+Sites:
+    blocks.{L}.hook_resid_pre | hook_resid_mid | hook_resid_post | hook_attn_out | hook_mlp_out
+    vision_in.hook_out   gen_in.hook_out   gen_head.hook_in
+A hook function takes (activation, name) and returns a replacement or None (read only). `run_with_cache` stores
+what `names_filter` lets through. LoRA merged or not, the same module paths are hooked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+
+import torch
+
+from models.sequence import Batch
+from models.unified import UnifiedVLM
+
+HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
+BLOCK_SITES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+ADAPTER_SITES = ("vision_in.hook_out", "gen_in.hook_out", "gen_head.hook_in")
+
+
+def site_names(n_layers: int) -> list[str]:
+    return [*ADAPTER_SITES, *(f"blocks.{layer}.{s}" for layer in range(n_layers) for s in BLOCK_SITES)]
+
+
+def resid_name(layer: int, where: str = "post") -> str:
+    return f"blocks.{layer}.hook_resid_{where}"
+
+
+class HookedVLM:
+    """A view of a UnifiedVLM that can read and edit named activations."""
+
+    def __init__(self, model: UnifiedVLM):
+        self.model = model
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.model.blocks)
+
+    @property
+    def names(self) -> list[str]:
+        return site_names(self.n_layers)
+
+    def _check(self, name: str) -> None:
+        if name not in self.names:
+            raise KeyError(f"unknown hook site '{name}'; sites look like {self.names[:4]} ... {self.names[-1]}")
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: list[tuple[str, HookFn]]) -> Iterator[HookedVLM]:
+        """Attach hook functions for the duration of the block."""
+        handles = []
+        by_name: dict[str, list[HookFn]] = {}
+        for name, fn in fwd_hooks:
+            self._check(name)
+            by_name.setdefault(name, []).append(fn)
+        try:
+            for name, fns in by_name.items():
+                handles += self._attach(name, fns)
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _attach(self, name: str, fns: list[HookFn]) -> list:
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            for fn in fns:
+                out = fn(x, name)
+                x = x if out is None else out
+            return x
+
+        if not name.startswith("blocks."):
+            module = {
+                "vision_in.hook_out": self.model.vision_in.hook_out,
+                "gen_in.hook_out": self.model.gen_in.hook_out,
+                "gen_head.hook_in": self.model.gen_head.hook_in,
+            }[name]
+            return [module.register_forward_hook(lambda _m, _i, out: apply(out))]
+        layer_idx, site = re.match(r"blocks\.(\d+)\.(\w+)", name).groups()
+        layer = self.model.blocks[int(layer_idx)]
+        if site == "hook_resid_pre":
+            return [layer.register_forward_pre_hook(lambda _m, args: (apply(args[0]), *args[1:]))]
+        if site == "hook_resid_post":
+            return [layer.register_forward_hook(lambda _m, _i, out: apply(out))]
+        if site == "hook_mlp_out":
+            return [layer.mlp.register_forward_hook(lambda _m, _i, out: apply(out))]
+        if site == "hook_attn_out":
+            return [layer.self_attn.register_forward_hook(lambda _m, _i, out: (apply(out[0]), *out[1:]))]
+        # resid_mid = resid_pre + attn_out: edit it through the attention output
+        state: dict[str, torch.Tensor] = {}
+
+        def remember(_m, args):
+            state["pre"] = args[0]
+
+        def edit(_m, _i, out):
+            mid = state["pre"] + out[0]
+            return (apply(mid) - state["pre"], *out[1:])
+
+        return [layer.register_forward_pre_hook(remember), layer.self_attn.register_forward_hook(edit)]
+
+    def run_with_cache(
+        self,
+        batch: Batch,
+        names_filter: Callable[[str], bool] | list[str] | str | None = None,
+        detach: bool = True,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Forward the batch; return the model outputs and the cached activations that pass the filter."""
+        names = self._select(names_filter)
+        cache: dict[str, torch.Tensor] = {}
+
+        def store(x: torch.Tensor, name: str) -> None:
+            cache[name] = x.detach() if detach else x
+
+        with self.hooks([(n, store) for n in names]):
+            out = self.model(batch)
+        return out, cache
+
+    def _select(self, names_filter) -> list[str]:
+        if names_filter is None:
+            return self.names
+        if isinstance(names_filter, str):
+            names_filter = [names_filter]
+        if callable(names_filter):
+            return [n for n in self.names if names_filter(n)]
+        for n in names_filter:
+            self._check(n)
+        return list(names_filter)
