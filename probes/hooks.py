@@ -118,6 +118,20 @@ class HookedVLM:
             out = self.model(batch)
         return out, cache
 
+    def run_with_cache_embeds(
+        self, inputs_embeds: torch.Tensor, batch: Batch, names_filter=None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Final hidden states from given input embeddings, plus the cache: for patching and benchmarks."""
+        names = self._select(names_filter)
+        cache: dict[str, torch.Tensor] = {}
+
+        def store(x: torch.Tensor, name: str) -> None:
+            cache[name] = x.detach()
+
+        with self.hooks([(n, store) for n in names]):
+            h = self.model.hidden(batch, inputs_embeds=inputs_embeds)
+        return h, cache
+
     def _select(self, names_filter) -> list[str]:
         if names_filter is None:
             return self.names

@@ -75,7 +75,7 @@ def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_embedded, tmp_path)
     summary = run_eval(
         cfg.out,
         tmp_path / "eval",
-        EvalConfig(limit=6, n_boot=50),
+        EvalConfig(limit=4, n_boot=50, max_caption_tokens=24),
         str(tmp_path / "reader"),
         which="all",
         log=lambda *_: None,

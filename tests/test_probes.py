@@ -143,3 +143,25 @@ def test_planted_signal_is_recovered_exactly_where_planted(lora_model, site):
     assert score.loc[1:].min() > 0.9, score
     assert score.loc[:0].max() < 0.75, score
     assert set(score.index) == {-1, 0, 1}
+
+
+def test_transformer_lens_bridge_matches_our_cache(lora_model):
+    from probes.bridge import to_bridge
+
+    built, dataset, und, gen = lora_model
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    rec = next(r for r in dataset.test if r["task"] == "vqa")
+    batch = collate([question_prompts(enc, rec)[0][0]], und, gen, enc.pad_id)  # image-bearing, unpadded
+    model = built.model.eval()
+    lora_before = {n: p.clone() for n, p in model.named_parameters() if "lora_" in n}
+    _, ours = HookedVLM(model).run_with_cache(batch, lambda n: n.endswith("resid_post"))
+    bridge = to_bridge(model)
+    with torch.no_grad():
+        emb = model.embed(batch)
+        logits, theirs = bridge.run_with_cache(emb.clone())
+        ours_logits = model.text_logits(model.hidden(batch))
+    for name, value in ours.items():
+        assert torch.allclose(theirs[name], value, atol=1e-5), name
+    assert torch.allclose(logits, ours_logits, atol=1e-5)
+    # the bridge wrapped a merged copy: the trained model still has its LoRA weights, unchanged
+    assert lora_before and all(torch.equal(p, lora_before[n]) for n, p in model.named_parameters() if "lora_" in n)
