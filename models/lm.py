@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models.chat import conversation_text
+from models.fit import optimize
 from tasks.records import load_dataset
 from unilens.config import to_dict
 from unilens.errors import UnilensError
@@ -122,22 +122,15 @@ def pretrain_lm(cfg: LMConfig, out: str | Path, progress: bool = True) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
     )
-    losses = []
     start = time.time()
-    bar = tqdm(range(cfg.steps), desc="lm pretrain", disable=not progress)
     model.train()
-    for step in bar:
+
+    def step_loss(_step: int) -> tuple[torch.Tensor, float]:
         ids, labels = encode([texts[i] for i in rng.integers(0, len(texts), cfg.batch_size)])
         loss = model(input_ids=ids, attention_mask=ids != tokenizer.pad_token_id, labels=labels).loss
-        if not torch.isfinite(loss):
-            raise UnilensError(f"LM pre-training loss became {loss.item()} at step {step} (lower lr)")
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        return loss, loss.item()
+
+    losses = optimize(list(model.parameters()), step_loss, opt, sched, cfg.steps, "lm pretrain", progress)
     model.eval()
     with torch.no_grad():
         ids, labels = encode(held_out[:128])

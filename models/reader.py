@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from models.encoders.images import to_tensor
+from models.fit import optimize
 from tasks.records import WorldDataset
 from tasks.world import CORNERS, WEATHERS, Watch
 from unilens.config import from_dict, to_dict
@@ -125,14 +125,14 @@ def train_reader(cfg: ReaderConfig, dataset: WorldDataset, out: str | Path, prog
     opt = torch.optim.AdamW(reader.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     reader.train()
-    for _ in tqdm(range(cfg.steps), desc="reader", disable=not progress):
+
+    def step_loss(_step: int) -> tuple[torch.Tensor, float]:
         idx = rng.choice(len(images), size=min(cfg.batch_size, len(images)), replace=False)
         logits = reader(to_tensor(images[idx]))
         loss = sum(F.cross_entropy(logits[n], torch.from_numpy(labels[n][idx])) for n in HEADS)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        return loss, loss.item()
+
+    optimize(list(reader.parameters()), step_loss, opt, sched, cfg.steps, "reader", progress, clip=None)
     report = {
         "test_accuracy": accuracy(reader, test_images, test_labels),
         "train_images": len(images),

@@ -280,8 +280,8 @@ class Trainer:
         }
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    return Trainer(cfg, progress).train()
+def train(cfg: TrainConfig, progress: bool = True, until_step: int | None = None) -> dict:
+    return Trainer(cfg, progress).train(until_step)
 
 
 def save_resolved(cfg: TrainConfig, path: str | Path) -> None:

@@ -73,7 +73,7 @@ def _train(args: argparse.Namespace) -> None:
     cfg = load_config(TrainConfig, args.config)
     if args.out:
         cfg.out = args.out
-    print_report(train(cfg, progress=not args.quiet))
+    print_report(train(cfg, progress=not args.quiet, until_step=args.max_steps))
 
 
 def _reader_train(args: argparse.Namespace) -> None:
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a unified model (variant x arm x freezing preset); resumes if killed")
     tr.add_argument("config", help="YAML training config (see configs/train/)")
     tr.add_argument("--out", help="override the config's run folder")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after this step; a later call resumes")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=_train)
 

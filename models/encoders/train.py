@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models.encoders.images import to_tensor
 from models.encoders.semantic import SemanticEncoder, TextTower, TinyViT, ViTConfig, sigmoid_loss
 from models.encoders.vq import VQVAE, VQConfig, VQEncoder
+from models.fit import optimize
 from tasks.records import load_dataset
 from tasks.templates import ALL_ATTRIBUTES, clause
 from tasks.world import Watch
@@ -84,22 +84,15 @@ def train_semantic(cfg: EncoderTrainConfig, out: str | Path, progress: bool = Tr
     params = [*vit.parameters(), *text.parameters(), log_t, bias]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
-    losses = []
-    bar = tqdm(range(cfg.steps), desc="semantic", disable=not progress)
     start = time.time()
-    for _step in bar:
+
+    def step_loss(_step: int) -> tuple[torch.Tensor, float]:
         idx = rng.choice(len(images), size=min(cfg.batch_size, len(images)), replace=False)
         ids, mask = encode_text([full_caption(watches[i], rng) for i in idx])
         loss = sigmoid_loss(vit.embed(to_tensor(images[idx])), text(ids, mask), log_t, bias)
-        if not torch.isfinite(loss):
-            raise UnilensError(f"semantic encoder loss became {loss.item()} at step {_step} (lower lr)")
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        return loss, loss.item()
+
+    losses = optimize(params, step_loss, opt, sched, cfg.steps, "semantic", progress)
     # Retrieval accuracy on held-out pairs: does the image embedding pick its own caption among 64?
     vit.eval()
     with torch.no_grad():
@@ -127,24 +120,16 @@ def train_vq(cfg: EncoderTrainConfig, out: str | Path, progress: bool = True) ->
     model = VQVAE(cfg.vq)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
-    losses = []
-    bar = tqdm(range(cfg.steps), desc="vq", disable=not progress)
     start = time.time()
-    for step in bar:
+
+    def step_loss(_step: int) -> tuple[torch.Tensor, float]:
         idx = rng.choice(len(images), size=min(cfg.batch_size, len(images)), replace=False)
         x = to_tensor(images[idx])
         rec, _codes, commit = model(x)
         mse = (rec - x).pow(2).mean()
-        loss = mse + commit.sum()
-        if not torch.isfinite(loss):
-            raise UnilensError(f"VQ loss became {loss.item()} at step {step} (lower lr)")
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(mse.item())
-        bar.set_postfix(mse=f"{np.mean(losses[-20:]):.4f}")
+        return mse + commit.sum(), mse.item()
+
+    losses = optimize(list(model.parameters()), step_loss, opt, sched, cfg.steps, "vq", progress)
     model.eval()
     encoder = VQEncoder(model)
     with torch.no_grad():
