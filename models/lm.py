@@ -14,6 +14,7 @@ import torch
 
 from models.chat import conversation_text
 from models.fit import optimize
+from models.sequence import Encoder
 from tasks.records import load_dataset
 from unilens.config import to_dict
 from unilens.errors import UnilensError
@@ -103,13 +104,15 @@ def pretrain_lm(cfg: LMConfig, out: str | Path, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     ds = load_dataset(cfg.dataset)
-    texts = [conversation_text(r["conversations"]) for r in ds.train]
-    held_out = [conversation_text(r["conversations"]) for r in ds.test]
-    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    tokenizer = train_tokenizer([conversation_text(r["conversations"]) for r in ds.train], cfg.vocab_size)
+    # The unified model's own sequence encoder, images dropped: pre-training sees the very token ids (piece
+    # boundaries, </s> after each answer) that the unified model will see around its images.
+    text_only = Encoder(tokenizer, 0, images=False)
+    texts = [text_only.record(r).ids for r in ds.train]
+    held_out = [text_only.record(r).ids for r in ds.test]
     model = build_llama(cfg, tokenizer)
 
-    def encode(batch: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = [[tokenizer.bos_token_id, *tokenizer(t)["input_ids"], tokenizer.eos_token_id] for t in batch]
+    def encode(enc: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         n = min(max(map(len, enc)), cfg.max_positions)
         ids = torch.full((len(enc), n), tokenizer.pad_token_id)
         for i, e in enumerate(enc):

@@ -67,11 +67,13 @@ class Sequence:
 
 
 class Encoder:
-    """Tokenizes pieces separately and caches them: the same text always gets the same ids at any boundary."""
+    """Tokenizes pieces separately and caches them: the same text always gets the same ids at any boundary.
+    With images=False it drops image slots: text-only pre-training sees exactly the ids the unified model sees."""
 
-    def __init__(self, tokenizer, num_image_tokens: int):
+    def __init__(self, tokenizer, num_image_tokens: int, images: bool = True):
         self.tok = tokenizer
         self.num_image_tokens = num_image_tokens
+        self.images = images
         self.pad_id = tokenizer.pad_token_id
         self._cache: dict[str, list[int]] = {}
 
@@ -103,7 +105,7 @@ class Encoder:
         seq.add_text(self.text(USER), "template")
         parts = text.split(IMAGE_TOKEN)
         for i, part in enumerate(parts):
-            if i > 0:
+            if i > 0 and self.images:
                 seq.add_image(self.num_image_tokens, generated=False, pad_id=self.pad_id)
             part = part.strip("\n") if i > 0 else part
             if part:
@@ -113,7 +115,8 @@ class Encoder:
         if generate and IMAGE_TOKEN in text:
             phrase = text.replace(IMAGE_TOKEN, "").strip()
             seq.add_text(self.text(phrase), "gen_answer", supervised=True)
-            seq.add_image(self.num_image_tokens, generated=True, pad_id=self.pad_id)
+            if self.images:
+                seq.add_image(self.num_image_tokens, generated=True, pad_id=self.pad_id)
             return
         start = len(seq)
         seq.add_text(self.text(text), "answer", supervised=True)

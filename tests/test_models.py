@@ -335,3 +335,18 @@ def test_missing_llm_folder_is_a_clear_error(tiny_train_config, tmp_path):
     cfg.model.llm = str(tmp_path / "nowhere")
     with pytest.raises(UnilensError, match="no LLM at"):
         build_model(cfg.model, FreezeConfig())
+
+
+def test_text_pretraining_sees_the_unified_models_exact_token_ids(tiny_embedded):
+    """The LLM is pre-trained on the ids the unified model later sees around its images, not a re-tokenization."""
+    from models.lm import load_llm
+    from models.sequence import TEXT
+
+    _, tok = load_llm(tiny_embedded / "lm")
+    ds = load_dataset(tiny_embedded / "data")
+    with_images, text_only = Encoder(tok, 16), Encoder(tok, 0, images=False)
+    for rec in ds.train[:30]:
+        full = with_images.record(rec)
+        text_ids = [i for i, k in zip(full.ids, full.kind, strict=True) if k == TEXT]
+        assert text_only.record(rec).ids == text_ids
+        assert len(full) > len(text_ids)  # every record carries an image
