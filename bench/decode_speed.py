@@ -48,7 +48,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--prompt", type=int, default=40)
     parser.add_argument("--image-tokens", type=int, default=64)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: default); use 1 when the machine is busy"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # oversubscribed OpenMP threads spin and distort every timing
     torch.manual_seed(0)
     llm = LlamaForCausalLM(
         LlamaConfig(

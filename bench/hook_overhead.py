@@ -69,7 +69,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--positions", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: default); use 1 when the machine is busy"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # oversubscribed OpenMP threads spin and distort every timing
     print(
         f"batch {args.batch} x {args.positions} positions, median of {args.repeats}; threads {torch.get_num_threads()}"
     )
