@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.sequence import Batch, Encoder, Sequence, collate
+from models.sequence import GEN_IMAGE, Batch, Encoder, Sequence, collate
 from models.unified import UnifiedVLM, positions
 
 
@@ -111,35 +111,16 @@ def generate_image_tokens(
 def generation_prompt(encoder: Encoder, record: dict) -> Sequence:
     """<bos> USER: prompt ASSISTANT: phrase <boi>: everything before the first image token."""
     seq = encoder.record(record)
-    first = seq.kind.index(2)  # GEN_IMAGE
-    cut = Sequence(
-        ids=seq.ids[:first],
-        kind=seq.kind[:first],
-        labels=[-100] * first,
-        tags=seq.tags[:first],
-        image_tok=seq.image_tok[:first],
-        image=None,
-        context="generate",
-    )
-    return cut
+    return seq.prefix(seq.kind.index(GEN_IMAGE), "generate", with_image=False)
 
 
 def question_prompts(encoder: Encoder, record: dict) -> list[tuple[Sequence, str, int]]:
     """One prompt per VQA turn, earlier turns with their true answers: (prompt, attribute, turn)."""
     full = encoder.record(record)
-    prompts = []
-    for turn, (start_pos, _end, attribute) in enumerate(full.answers):
-        cut = Sequence(
-            ids=full.ids[:start_pos],
-            kind=full.kind[:start_pos],
-            labels=[-100] * start_pos,
-            tags=full.tags[:start_pos],
-            image_tok=full.image_tok[:start_pos],
-            image=full.image,
-            context="understand",
-        )
-        prompts.append((cut, attribute, turn))
-    return prompts
+    return [
+        (full.prefix(start, "understand"), attribute, turn)
+        for turn, (start, _end, attribute) in enumerate(full.answers)
+    ]
 
 
 def collate_prompts(seqs: list[Sequence], und_space, gen_space, pad_id: int) -> Batch:

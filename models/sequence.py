@@ -65,6 +65,18 @@ class Sequence:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def prefix(self, n: int, context: str, with_image: bool = True) -> Sequence:
+        """The first n positions as an unsupervised prompt (for decoding)."""
+        return Sequence(
+            ids=self.ids[:n],
+            kind=self.kind[:n],
+            labels=[-100] * n,
+            tags=self.tags[:n],
+            image_tok=self.image_tok[:n],
+            image=self.image if with_image else None,
+            context=context,
+        )
+
 
 class Encoder:
     """Tokenizes pieces separately and caches them: the same text always gets the same ids at any boundary.

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Toy models gain nothing from threads, and two processes with 2 threads each on 2 cores spin for minutes.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +85,17 @@ def trained_runs(tmp_path_factory, tiny_embedded):
         Trainer(cfg, progress=False).train()
         runs[variant] = cfg
     return runs
+
+
+@pytest.fixture(scope="session")
+def loaded_vq_run(trained_runs):
+    """The toy vq-vq LoRA run reloaded from its last checkpoint: (built, dataset, und_space, gen_space)."""
+    from models.build import build_spaces, load_checkpoint
+    from models.evaluate import checkpoints_of
+    from tasks.records import load_dataset
+
+    cfg = trained_runs["vq-vq"]
+    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
+    dataset = load_dataset(cfg.dataset)
+    und, gen = build_spaces(built, built.model.cfg, dataset, cfg.cache_dir)
+    return built, dataset, und, gen

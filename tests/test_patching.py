@@ -5,21 +5,15 @@ import copy
 import pytest
 import torch
 
-from models.build import build_spaces, load_checkpoint
-from models.evaluate import checkpoints_of
 from models.generate import question_prompts
 from models.sequence import Encoder, collate
 from probes.patching import Cell, patch_sweep
-from tasks.records import load_dataset
 
 
 @pytest.fixture(scope="module")
-def pair(trained_runs):
+def pair(loaded_vq_run):
     """Clean and corrupt prompts that differ only in their image: the same question about two watches."""
-    cfg = trained_runs["vq-vq"]
-    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
-    dataset = load_dataset(cfg.dataset)
-    und, gen = build_spaces(built, built.model.cfg, dataset, cfg.cache_dir)
+    built, dataset, und, gen = loaded_vq_run
     enc = Encoder(built.tokenizer, und.num_tokens)
     vqa = [r for r in dataset.test if r["task"] == "vqa"][:4]
     clean_seqs = [question_prompts(enc, r)[0][0] for r in vqa]

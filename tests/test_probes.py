@@ -7,14 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from models.build import build_spaces, load_checkpoint
-from models.evaluate import checkpoints_of
 from models.generate import question_prompts
 from models.sequence import TAG, Encoder, collate
 from probes.activations import ActivationSet, collect
 from probes.hooks import HookedVLM
 from probes.linear import cross_context, layerwise
-from tasks.records import load_dataset
 
 
 def synthetic_set(n_images=120, dup=2, d=16, signal=3.0, seed=0, context="understand") -> ActivationSet:
@@ -74,13 +71,9 @@ def test_cross_context_splits_shared_images():
     assert row["score"].min() > 0.9
 
 
-@pytest.fixture(scope="module")
-def lora_model(trained_runs):
-    cfg = trained_runs["vq-vq"]
-    built, _manifest = load_checkpoint(checkpoints_of(cfg.out)[0])
-    dataset = load_dataset(cfg.dataset)
-    und, gen = build_spaces(built, built.model.cfg, dataset, cfg.cache_dir)
-    return built, dataset, und, gen
+@pytest.fixture
+def lora_model(loaded_vq_run):
+    return loaded_vq_run
 
 
 def test_cached_activations_identical_with_lora_merged_and_unmerged(lora_model):
