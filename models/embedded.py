@@ -38,9 +38,7 @@ class EmbeddedConfig:
 def build_embedded(cfg: EmbeddedConfig, progress: bool = True, log=print) -> dict[str, Path]:
     paths = cfg.paths()
     root = Path(cfg.root)
-    if not root.parent.is_dir():
-        raise UnilensError(f"parent of the embedded root does not exist: {root.parent} (create it first)")
-    root.mkdir(exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)  # the project's own workspace (runs/ by default): create it
     for name in ("semantic", "vq", "lm"):
         getattr(cfg, name).dataset = str(paths["data"])
     _check_sizes(cfg)

@@ -134,9 +134,7 @@ class Trainer:
                     "choose another out folder or delete it"
                 )
         else:
-            if not self.out.parent.is_dir():
-                raise UnilensError(f"run folder's parent does not exist: {self.out.parent} (create it first)")
-            self.out.mkdir(exist_ok=True)
+            self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(config_path, yaml.safe_dump(resolved, sort_keys=False))
         table = parameter_table(self.model)
         atomic_write_text(self.out / "trainable_parameters.csv", table.to_csv(index=False))

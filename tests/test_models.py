@@ -350,3 +350,11 @@ def test_text_pretraining_sees_the_unified_models_exact_token_ids(tiny_embedded)
         text_ids = [i for i, k in zip(full.ids, full.kind, strict=True) if k == TEXT]
         assert text_only.record(rec).ids == text_ids
         assert len(full) > len(text_ids)  # every record carries an image
+
+
+def test_run_and_embedded_folders_are_created_with_their_parents(tiny_train_config, tmp_path):
+    """A fresh clone has no runs/ folder: training and the embedded build make it."""
+    cfg = tiny_train_config("vq-vq", "adapters", epochs=0.1, checkpoint_fractions=[1.0])
+    cfg.out = str(tmp_path / "runs" / "train" / "deep")
+    Trainer(cfg, progress=False).train()
+    assert (tmp_path / "runs" / "train" / "deep" / "summary.json").is_file()
