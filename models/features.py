@@ -7,7 +7,6 @@ A *space* is what a unified model sees of an image through one encoder:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +15,14 @@ from tqdm import tqdm
 
 from models.encoders.images import to_tensor
 from tasks.records import WorldDataset
-from unilens.io import atomic_write_json, sha256_file
+from unilens.io import atomic_write_json, sha256_file, sha256_json
 
 
 def encoder_hash(folder: str | Path) -> str:
     """Content hash of an encoder folder's weights (every safetensors file) and config."""
     folder = Path(folder)
     files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("config.json"))
-    return _combine({f.name: sha256_file(f) for f in files})
-
-
-def _combine(hashes: dict[str, str]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+    return sha256_json({f.name: sha256_file(f) for f in files})
 
 
 class SemanticSpace:

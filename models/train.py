@@ -29,7 +29,7 @@ from tasks.records import load_dataset
 from tasks.splits import ArmConfig, select_arm
 from unilens.config import to_dict
 from unilens.errors import UnilensError
-from unilens.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from unilens.io import atomic_write_json, atomic_write_text
 
 DEFAULT_FRACTIONS = [round(0.1 * i, 1) for i in range(1, 11)]
 
@@ -280,7 +280,3 @@ class Trainer:
 
 def train(cfg: TrainConfig, progress: bool = True, until_step: int | None = None) -> dict:
     return Trainer(cfg, progress).train(until_step)
-
-
-def save_resolved(cfg: TrainConfig, path: str | Path) -> None:
-    atomic_write_bytes(path, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())

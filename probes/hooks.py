@@ -108,29 +108,24 @@ class HookedVLM:
         detach: bool = True,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Forward the batch; return the model outputs and the cached activations that pass the filter."""
-        names = self._select(names_filter)
-        cache: dict[str, torch.Tensor] = {}
-
-        def store(x: torch.Tensor, name: str) -> None:
-            cache[name] = x.detach() if detach else x
-
-        with self.hooks([(n, store) for n in names]):
-            out = self.model(batch)
-        return out, cache
+        return self._cached(lambda: self.model(batch), names_filter, detach)
 
     def run_with_cache_embeds(
         self, inputs_embeds: torch.Tensor, batch: Batch, names_filter=None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Final hidden states from given input embeddings, plus the cache: for patching and benchmarks."""
-        names = self._select(names_filter)
+        return self._cached(lambda: self.model.hidden(batch, inputs_embeds=inputs_embeds), names_filter, True)
+
+    def _cached(self, forward, names_filter, detach: bool):
+        """Run `forward()` with every selected site stored; return (its output, the cache)."""
         cache: dict[str, torch.Tensor] = {}
 
         def store(x: torch.Tensor, name: str) -> None:
-            cache[name] = x.detach()
+            cache[name] = x.detach() if detach else x
 
-        with self.hooks([(n, store) for n in names]):
-            h = self.model.hidden(batch, inputs_embeds=inputs_embeds)
-        return h, cache
+        with self.hooks([(n, store) for n in self._select(names_filter)]):
+            out = forward()
+        return out, cache
 
     def _select(self, names_filter) -> list[str]:
         if names_filter is None:
