@@ -25,8 +25,17 @@ def llm_hash(folder: str | Path) -> str:
     return encoder_hash(folder)  # same rule: every safetensors file plus config.json
 
 
+FITTED_BUFFERS = ("norm_in.", "norm_out.")  # statistics fitted on the training data, saved beside the weights
+
+
+def fitted_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: b for n, b in model.named_buffers() if n.startswith(FITTED_BUFFERS)}
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    state.update({n: b.detach().cpu().contiguous() for n, b in fitted_buffers(model).items()})
+    return state
 
 
 def save_checkpoint(
@@ -88,14 +97,19 @@ def compare_configs(expected: dict, found: dict, where: str = "") -> list[str]:
 
 def load_trainable(model: torch.nn.Module, folder: str | Path) -> None:
     state = load_file(str(Path(folder) / "trainable.safetensors"))
-    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {n for n, p in model.named_parameters() if p.requires_grad} | set(fitted_buffers(model))
     missing, unexpected = expected - set(state), set(state) - expected
+    if missing and all(n.startswith(FITTED_BUFFERS) for n in missing):
+        raise UnilensError(
+            f"checkpoint {folder} has no feature-normalisation statistics: it was written before unilens "
+            "standardised encoder features; retrain it with this version"
+        )
     if missing or unexpected:
         raise UnilensError(
             f"checkpoint {folder} does not fit this model: missing {sorted(missing)[:5]}, unexpected "
             f"{sorted(unexpected)[:5]} (was it trained with another variant or preset?)"
         )
-    params = dict(model.named_parameters())
+    params = {**dict(model.named_parameters()), **fitted_buffers(model)}
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)

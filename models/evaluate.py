@@ -20,7 +20,7 @@ from models.build import Built, build_spaces
 from models.encoders.images import to_uint8
 from models.generate import collate_prompts, generate_image_tokens, generation_prompt, greedy_answers, question_prompts
 from models.reader import AttributeReader, labels_of
-from models.sequence import Encoder
+from models.sequence import Encoder, collate
 from tasks.records import WorldDataset
 from tasks.scoring import score_caption, score_vqa, summarize
 from tasks.world import Watch
@@ -95,6 +95,39 @@ class Evaluator:
                 )
         return score_vqa(rows)
 
+    @torch.no_grad()
+    def image_reliance(self) -> pd.DataFrame:
+        """Does the model look at the image? Teacher-forced answers scored with each record's own image and with
+        another record's image (a fixed derangement). Equal scores mean the answers come from priors alone."""
+        records = _test_records(self.dataset, "vqa", self.cfg.limit)
+        seqs = [self.encoder.record(r) for r in records]
+        n = len(seqs)
+        if n < 2:
+            return pd.DataFrame()
+        swap = [(i + 1) % n for i in range(n)]  # a derangement; the next record is another image
+        rows = []
+        for condition, source in (("true", list(range(n))), ("swapped", swap)):
+            for lo in range(0, n, self.cfg.batch_size):
+                idx = list(range(lo, min(n, lo + self.cfg.batch_size)))
+                chunk = [seqs[i] for i in idx]
+                batch = collate(chunk, self.und_space, self.gen_space, self.encoder.pad_id)
+                batch.und_inputs = torch.cat([self.und_space.inputs(seqs[source[i]].image) for i in idx])
+                batch = batch.to(self.device)
+                logits = self.model.text_logits(self.model.hidden(batch)).float()
+                for j, s in enumerate(chunk):
+                    for start, end, attribute in s.answers:
+                        lab, lg = batch.labels[j, start - 1 : end - 1], logits[j, start - 1 : end - 1]
+                        rows.append(
+                            {
+                                "image": s.image,
+                                "attribute": attribute,
+                                "condition": condition,
+                                "answer_nll": float(torch.nn.functional.cross_entropy(lg, lab, reduction="sum")),
+                                "exact_tf": float((lg.argmax(-1) == lab).all()),
+                            }
+                        )
+        return pd.DataFrame(rows)
+
     def captions(self) -> pd.DataFrame:
         records = _test_records(self.dataset, "caption", self.cfg.limit)
         rows = []
@@ -127,7 +160,10 @@ class Evaluator:
             pixels = None
             read = feature_probes.predict(tokens.numpy()) if feature_probes is not None else None
             truth = torch.stack([self.gen_space.targets(r["image"]) for r in records])
-            cos = torch.nn.functional.cosine_similarity(tokens, truth, dim=-1).mean(-1).numpy()
+            # in the standardised space: raw features share a large mean that would make any output look close
+            norm, dev = self.model.norm_out, self.model.norm_out.mean.device
+            cos = torch.nn.functional.cosine_similarity(norm(tokens.to(dev)), norm(truth.to(dev)), dim=-1)
+            cos = cos.mean(-1).cpu().numpy()
         rows = []
         for i, rec in enumerate(records):
             watch = Watch.from_dict(rec["watch"])
@@ -171,9 +207,16 @@ class Evaluator:
         sheet.save(path)
 
 
-def summary_table(vqa: pd.DataFrame, captions: pd.DataFrame, gen: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+def summary_table(
+    vqa: pd.DataFrame, captions: pd.DataFrame, gen: pd.DataFrame, n_boot: int, reliance: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Tidy rows: task x attribute x value x metric with mean and bootstrap CI (images resampled)."""
     parts = []
+    if reliance is not None and len(reliance):
+        for condition, part in reliance.groupby("condition"):
+            t = summarize(part, ["attribute"], ("answer_nll", "exact_tf"), n_boot=n_boot)
+            t = t.melt(id_vars=["attribute", "n"], var_name="metric_col", value_name="v")
+            parts.append(_tidy(t, f"teacher_forced_{condition}_image", ["attribute"]))
     if len(vqa):
         first = vqa[vqa["turn"] == 0]
         for subset, task in ((vqa, "vqa"), (first, "vqa_first_turn")):
@@ -290,7 +333,7 @@ def run_eval(
     )
     out.mkdir(parents=True, exist_ok=True)
     reader = load_reader(reader_dir) if reader_dir else None
-    tables = {"vqa": [], "captions": [], "generation": [], "summary": []}
+    tables = {"vqa": [], "image_reliance": [], "captions": [], "generation": [], "summary": []}
     for ckpt in ckpts:
         built, manifest = load_checkpoint(ckpt)
         dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
@@ -305,14 +348,22 @@ def run_eval(
             "seed": manifest["config"]["seed"],
         }
         vqa = ev.vqa()
+        reliance = ev.image_reliance()
         caps = ev.captions() if cfg.captions else pd.DataFrame()
         gen = pd.DataFrame()
         if cfg.generation:
             probes = FeatureProbes(ev.gen_space, dataset) if ev.gen_space.kind == "semantic" else None
             gen, generated = ev.generation(reader, probes)
             ev.grid(generated, out / f"grid_{ckpt.name}.png", cfg.grid_images)
-        summary = summary_table(vqa, caps, gen, cfg.n_boot)
-        for name, table in (("vqa", vqa), ("captions", caps), ("generation", gen), ("summary", summary)):
+        summary = summary_table(vqa, caps, gen, cfg.n_boot, reliance)
+        named = (
+            ("vqa", vqa),
+            ("image_reliance", reliance),
+            ("captions", caps),
+            ("generation", gen),
+            ("summary", summary),
+        )
+        for name, table in named:
             if len(table):
                 tables[name].append(table.assign(**tags))
         log(

@@ -99,9 +99,9 @@ def generate_image_tokens(
                 code = head.argmax(-1)
             outs.append(code)
             vec = gen_space.codebook.to(head.device)[code]
-            next_in = model.gen_in(model.distort_out(vec))
+            next_in = model.gen_embed(vec)
         else:
-            outs.append(model.distort_out.inverse(head))
+            outs.append(model.gen_output_to_space(head))
             next_in = model.gen_in(head)  # the head predicts the (distorted) space the adapter reads
         if t + 1 < num_tokens:
             prefix = step(model, prefix, next_in.to(prefix.emb.dtype), use_cache)

@@ -87,6 +87,7 @@ class Trainer:
         self.built: Built = build_model(cfg.model, cfg.freeze, seed=cfg.seed)
         self.model = self.built.model.to(self.device)
         self.und_space, self.gen_space = build_spaces(self.built, cfg.model, self.dataset, cfg.cache_dir)
+        self._fit_feature_norms()
         self.encoder = Encoder(self.built.tokenizer, self.und_space.num_tokens)
         if self.gen_space.num_tokens != self.und_space.num_tokens:
             self.encoder_gen = Encoder(self.built.tokenizer, self.gen_space.num_tokens)
@@ -98,6 +99,18 @@ class Trainer:
         self.total_steps = max(1, math.ceil(cfg.epochs * len(self.sequences) / cfg.batch_size))
         self.ckpt_steps = checkpoint_steps(self.total_steps, cfg.checkpoint_fractions)
         self.optimizer, self.scheduler = self._optimizer()
+
+    def _fit_feature_norms(self, max_images: int = 1024) -> None:
+        """Standardisation statistics from the training images (a resumed run reloads the saved ones)."""
+        images = sorted({r["image"] for r in self.records if r.get("image")})
+        rng = np.random.default_rng(self.cfg.seed)
+        if len(images) > max_images:
+            images = sorted(rng.choice(images, max_images, replace=False).tolist())
+        if not images:
+            return
+        und = torch.cat([self.und_space.inputs(i) for i in images])
+        gen = torch.cat([self.gen_space.inputs(i) for i in images])
+        self.model.fit_feature_norms(und.to(self.device), gen.to(self.device))
 
     def _optimizer(self):
         adapters, llm = [], []

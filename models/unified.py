@@ -81,6 +81,44 @@ class Adapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.hook_out(self.net(x))
 
+    @torch.no_grad()
+    def match_output_rms(self, target: float, seed: int = 0) -> None:
+        """Rescale the last layer so standardised inputs give outputs at the LLM's token-embedding scale: image
+        positions then start as ordinary residual-stream citizens instead of dominating every later layer."""
+        g = torch.Generator().manual_seed(seed)
+        last = self.net if isinstance(self.net, nn.Linear) else self.net[-1]
+        first = self.net if isinstance(self.net, nn.Linear) else self.net[0]
+        x = torch.randn(1024, first.in_features, generator=g)
+        rms = self.net(x).pow(2).mean().sqrt().item()
+        last.weight.mul_(target / rms)
+        last.bias.mul_(target / rms)
+
+
+class FeatureNorm(nn.Module):
+    """Frozen per-dimension standardisation of an encoder space, fitted on the training images' features.
+
+    Why: raw encoder features share a large constant component (the embedded ViT's tokens have norm ~52 with an
+    image-to-image std of ~3), so unnormalised they drown the image-specific signal and dwarf the LLM's token
+    embeddings (norm ~0.5). The statistics are buffers saved in every checkpoint, so evaluation on another dataset
+    uses the training statistics."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).float()
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp(min=1e-4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std.to(z.dtype) + self.mean.to(z.dtype)
+
 
 class AffineDistortion(nn.Module):
     """y = x A + b with A = Q diag(scales), Q orthogonal, scales in [1-s, 1+s]: frozen and invertible for s < 1."""
@@ -130,11 +168,38 @@ class UnifiedVLM(nn.Module):
         self.gen_head = GenHead(d, gen_vocab if gen_space == "vq" else gen_dim)
         self.boi = nn.Parameter(torch.randn(d) * 0.02)
         self.eoi = nn.Parameter(torch.randn(d) * 0.02)
+        token_rms = self.base_llm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt().item()
+        self.vision_in.match_output_rms(token_rms)
+        if not cfg.shared:
+            self.gen_in.match_output_rms(token_rms)
+        self.norm_in = FeatureNorm(und_dim)
+        self.norm_out = FeatureNorm(gen_dim)
         self.distort_in = AffineDistortion(und_dim, cfg.input_distortion, cfg.distortion_seed)
         self.distort_out = AffineDistortion(gen_dim, cfg.output_distortion, cfg.distortion_seed + 1)
         self.gen_space = gen_space
         weight = cfg.image_loss_weight
         self.image_loss_weight = weight if weight >= 0 else (0.2 if gen_space == "vq" else 1.0)
+
+    def und_embed(self, raw: torch.Tensor) -> torch.Tensor:
+        """Encoder-space input features -> LLM embeddings (normalise, distort, adapt)."""
+        return self.vision_in(self.distort_in(self.norm_in(raw)))
+
+    def gen_embed(self, raw: torch.Tensor) -> torch.Tensor:
+        """Generation-space inputs (features or code vectors) -> LLM embeddings."""
+        return self.gen_in(self.distort_out(self.norm_out(raw)))
+
+    def gen_target(self, raw: torch.Tensor) -> torch.Tensor:
+        """The semantic head's regression target: the normalised, distorted generation space."""
+        return self.distort_out(self.norm_out(raw))
+
+    def gen_output_to_space(self, head: torch.Tensor) -> torch.Tensor:
+        """Semantic head output -> the encoder's own feature space (inverse of gen_target)."""
+        return self.norm_out.inverse(self.distort_out.inverse(head))
+
+    @torch.no_grad()
+    def fit_feature_norms(self, und_sample: torch.Tensor, gen_sample: torch.Tensor) -> None:
+        self.norm_in.fit(und_sample)
+        self.norm_out.fit(gen_sample)
 
     @property
     def base_llm(self) -> nn.Module:
@@ -154,10 +219,10 @@ class UnifiedVLM(nn.Module):
         emb = self.base_llm.get_input_embeddings()(batch.ids)
         emb = emb.clone()
         if batch.und_inputs.numel():
-            und = self.vision_in(self.distort_in(batch.und_inputs.to(emb.dtype)))
+            und = self.und_embed(batch.und_inputs.to(emb.dtype))
             emb[batch.kind == UND_IMAGE] = und.to(emb.dtype)
         if batch.gen_inputs.numel():
-            gen = self.gen_in(self.distort_out(batch.gen_inputs.to(emb.dtype)))
+            gen = self.gen_embed(batch.gen_inputs.to(emb.dtype))
             emb[batch.kind == GEN_IMAGE] = gen.to(emb.dtype)
         emb[batch.kind == BOI] = self.boi.to(emb.dtype)
         emb[batch.kind == EOI] = self.eoi.to(emb.dtype)
@@ -189,7 +254,7 @@ class UnifiedVLM(nn.Module):
             if self.gen_space == "vq":
                 image_loss = F.cross_entropy(out, batch.gen_targets)
             else:
-                target = self.distort_out(batch.gen_targets.float())
+                target = self.gen_target(batch.gen_targets.float())
                 image_loss = (1 - F.cosine_similarity(out, target, dim=-1)).mean()
         loss = text_loss + self.image_loss_weight * image_loss
         return {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}

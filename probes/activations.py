@@ -117,9 +117,9 @@ def _adapter_pool(model, batch, context: str, group: str) -> np.ndarray:
     if group not in ("image", "gen_image"):
         return np.zeros((b, model.d_model), dtype=np.float32)
     if kind == UND_IMAGE:
-        out = model.vision_in(model.distort_in(batch.und_inputs))
+        out = model.und_embed(batch.und_inputs)
     else:
-        out = model.gen_in(model.distort_out(batch.gen_inputs))
+        out = model.gen_embed(batch.gen_inputs)
     return out.reshape(b, -1, model.d_model).mean(1).float().cpu().numpy()
 
 

@@ -110,3 +110,31 @@ def test_semantic_generation_scored_by_cosine_and_probes(trained_runs):
     gen, generated = ev.generation(None, probes)
     assert gen["cosine"].between(-1, 1).all() and gen["correct"].isin([0.0, 1.0]).all()
     assert generated["pixels"] is None
+
+
+def test_image_reliance_swaps_images_and_is_blind_to_a_blind_model(loaded_vq_run, trained_runs):
+    """Swapping images changes a seeing model's answer losses; a model whose adapter outputs a constant cannot tell."""
+    built, dataset, _und, _gen = loaded_vq_run
+    ev = Evaluator(built, dataset, trained_runs["vq-vq"].cache_dir, EvalConfig(limit=8, batch_size=4))
+    table = ev.image_reliance()
+    true, swapped = (table[table.condition == c].reset_index(drop=True) for c in ("true", "swapped"))
+    assert len(true) == len(swapped) > 0 and set(table.attribute) <= {
+        "weather",
+        "weather_pos",
+        "battery_pos",
+        "battery",
+        "time",
+    }
+    assert not torch.allclose(torch.tensor(true.answer_nll.values), torch.tensor(swapped.answer_nll.values))
+    net = built.model.vision_in.net
+    last = net if isinstance(net, torch.nn.Linear) else net[-1]
+    saved = last.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            last.weight.zero_()
+        blind = ev.image_reliance()
+    finally:
+        with torch.no_grad():
+            last.weight.copy_(saved)
+    b_true, b_swapped = (blind[blind.condition == c].answer_nll.values for c in ("true", "swapped"))
+    assert torch.allclose(torch.tensor(b_true), torch.tensor(b_swapped), atol=1e-5)

@@ -358,3 +358,55 @@ def test_run_and_embedded_folders_are_created_with_their_parents(tiny_train_conf
     cfg.out = str(tmp_path / "runs" / "train" / "deep")
     Trainer(cfg, progress=False).train()
     assert (tmp_path / "runs" / "train" / "deep" / "summary.json").is_file()
+
+
+def test_feature_norms_are_fitted_on_training_images_and_saved(tiny_train_config):
+    """Encoder features are standardised with training-set statistics that travel inside every checkpoint."""
+    from models.evaluate import checkpoints_of
+
+    cfg = tiny_train_config("sem-sem", "adapters", epochs=0.5)
+    trainer = Trainer(cfg, progress=False)
+    images = sorted({r["image"] for r in trainer.records})
+    raw = torch.cat([trainer.und_space.inputs(i) for i in images])
+    z = trainer.model.norm_in(raw)
+    assert z.mean(0).abs().max() < 1e-3 and (z.std(0) - 1).abs().max() < 1e-2
+    # raw semantic features are far from standardised: the fix matters
+    assert raw.mean(0).abs().max() > 0.5 or (raw.std(0) - 1).abs().max() > 0.5
+    trainer.train()
+    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
+    assert torch.equal(built.model.norm_in.mean, trainer.model.norm_in.mean.cpu())
+    assert torch.equal(built.model.norm_out.std, trainer.model.norm_out.std.cpu())
+
+
+def test_checkpoint_without_feature_norms_is_refused_with_the_fix(tiny_train_config):
+    from safetensors.torch import load_file, save_file
+
+    from models.evaluate import checkpoints_of
+
+    cfg = tiny_train_config("vq-vq", "adapters", epochs=0.5)
+    Trainer(cfg, progress=False).train()
+    ckpt = checkpoints_of(cfg.out)[0]
+    state = {k: v for k, v in load_file(str(ckpt / "trainable.safetensors")).items() if not k.startswith("norm_")}
+    save_file(state, str(ckpt / "trainable.safetensors"))
+    with pytest.raises(UnilensError, match="retrain"):
+        load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("variant", ["sem-sem", "vq-vq", "sem-vq"])
+def test_adapters_start_at_the_token_embedding_scale(tiny_train_config, variant):
+    built = build_model(tiny_train_config(variant).model, FreezeConfig("adapters"))
+    model = built.model
+    token_rms = model.base_llm.get_input_embeddings().weight.pow(2).mean().sqrt()
+    for adapter in {model.vision_in, model.gen_in}:
+        d_in = (adapter.net if isinstance(adapter.net, torch.nn.Linear) else adapter.net[0]).in_features
+        out = adapter(torch.randn(512, d_in, generator=torch.Generator().manual_seed(5)))
+        assert abs(out.pow(2).mean().sqrt() / token_rms - 1) < 0.1
+
+
+def test_semantic_generation_space_round_trips(tiny_train_config):
+    cfg = tiny_train_config("sem-sem", "adapters", epochs=0.5)
+    cfg.model.output_distortion = 0.3
+    trainer = Trainer(cfg, progress=False)
+    model = trainer.model
+    x = trainer.gen_space.inputs(trainer.records[0]["image"])
+    assert torch.allclose(model.gen_output_to_space(model.gen_target(x)), x, atol=1e-3)
