@@ -107,3 +107,29 @@ def plot_cross_context(df: pd.DataFrame, attribute: str, path: str | Path | None
     ax.set_title(title or f"Do generation and understanding share a '{attribute}' representation, and where?")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_patching(summary: pd.DataFrame, attribute: str, mode: str, path: str | Path | None = None, kind="resid_post"):
+    """Normalised patching effect per layer, one line per position group, one panel per model."""
+    d = summary[(summary["attribute"] == attribute) & (summary["mode"] == mode)]
+    d = d[(d["site_kind"] == kind) | (d["site_kind"] == "adapter")]
+    models = sorted(d["model"].unique())
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.2 * max(1, len(models)), 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=False):
+        md = d[d["model"] == model]
+        for group, gd in md.groupby("group"):
+            gd = gd.sort_values("layer")
+            line = ax.plot(gd["layer"], gd["effect"], marker="o", label=group)[0]
+            ax.fill_between(gd["layer"], gd["lo"], gd["hi"], color=line.get_color(), alpha=0.2)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axhline(1, color="gray", ls=":", lw=0.8)
+        _layer_axis(ax, md["layer"].to_numpy())
+        ax.set_ylim(-0.5, 1.5)
+        note = "" if md["separates"].all() else "\n(clean and corrupt answers do not differ: noise)"
+        ax.set_title(f"{model}{note}", fontsize=9)
+        ax.set_ylabel(f"normalised effect ({mode})")
+        ax.legend(fontsize=7, title="patched positions", title_fontsize=7)
+    verb = "restores" if mode == "denoise" else "destroys"
+    fig.suptitle(f"Which layers carry the image's '{attribute}' to the answer? (patching {kind} {verb} it)")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -63,6 +63,12 @@ def patch_sweep(
         raise ValueError("clean and corrupt batches must have the same shape and position tags")
     hooked = HookedVLM(model)
     sites = sorted({c.site for c in cells})
+    flat = [s for s in sites if not s.startswith("blocks.")]
+    if flat:
+        raise ValueError(
+            f"sites {flat} are per image token, not per position: patch blocks.0.hook_resid_pre at the 'image' "
+            "group to patch the input adapter's output"
+        )
     source, target = (clean, corrupt) if mode == "denoise" else (corrupt, clean)
     _, src_cache = hooked.run_with_cache(source, sites)
     base = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.generate import question_prompts
-from models.sequence import Encoder, collate
+from models.sequence import TAG, Encoder, collate
 from probes.patching import Cell, patch_sweep
 
 
@@ -62,3 +62,66 @@ def test_batched_and_one_cell_at_a_time_agree(pair):
     # an image-only patch in the first layer matters, a patch of an empty group never does
     first = together[(together["site"] == "blocks.0.hook_resid_pre") & (together["group"] == "image")]
     assert (first["patched"] != first["corrupt"]).any()
+
+
+@pytest.mark.parametrize("attribute", ["weather", "weather_pos", "battery_pos"])
+def test_counterfactual_pairs_change_exactly_one_attribute(loaded_vq_run, attribute):
+    import dataclasses
+
+    import numpy as np
+
+    from probes.pairs import build_pairs
+    from tasks.render import render_array
+    from tasks.world import Watch
+
+    built, dataset, _und, _gen = loaded_vq_run
+    watches = list({r["image"]: Watch.from_dict(r["watch"]) for r in dataset.test}.values())[:6]
+    size = int(dataset.manifest["config"]["image_size"])
+    pairs = build_pairs(built, watches, attribute, size, seed=3)
+    for clean_w, corrupt_w in pairs.watches:
+        changed = {k for k, v in dataclasses.asdict(clean_w).items() if dataclasses.asdict(corrupt_w)[k] != v}
+        assert changed == {attribute}
+        assert corrupt_w.weather_pos != corrupt_w.battery_pos
+    # the clean image is the dataset's own rendering of that watch
+    ids = [r["image"] for r in dataset.test]
+    first = dataset.images[next(iter(dict.fromkeys(ids)))]
+    assert np.array_equal(render_array(pairs.watches[0][0], size), first)
+    assert torch.equal(pairs.clean.ids, pairs.corrupt.ids) and torch.equal(pairs.clean.tags, pairs.corrupt.tags)
+    assert not torch.equal(pairs.clean.und_inputs, pairs.corrupt.und_inputs)
+    assert (pairs.good != pairs.bad).all()
+    tok = built.tokenizer
+    for (clean_w, corrupt_w), g, b, seq in zip(pairs.watches, pairs.good, pairs.bad, pairs.prompts, strict=True):
+        from tasks.templates import answer
+
+        # the prompt ends with the answers' shared prefix, and good/bad continue it into the two answers
+        prefix = [i for i, t in zip(seq.ids, seq.tags, strict=True) if t == TAG["answer"]]
+        assert tok.decode([*prefix, int(g)]).replace(" ", "") in answer(clean_w, attribute).replace(" ", "")
+        assert tok.decode([*prefix, int(b)]).replace(" ", "") in answer(corrupt_w, attribute).replace(" ", "")
+
+
+def test_patch_cli_writes_tables_and_figures(trained_runs, tmp_path):
+    import pandas as pd
+    import yaml
+
+    from unilens.cli import main
+
+    cfg = {
+        "out": str(tmp_path / "patch"),
+        "models": {"tiny": trained_runs["sem-sem"].out},
+        "attributes": ["weather"],
+        "n_pairs": 4,
+        "site_kinds": ["resid_post"],
+        "groups": ["image", "question"],
+    }
+    path = tmp_path / "patch.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["patch", str(path)]) in (0, None)
+    summary = pd.read_csv(tmp_path / "patch" / "patching_summary.csv")
+    assert set(summary["mode"]) == {"denoise", "noise"}
+    n_layers = summary["layer"].max() + 1
+    assert len(summary) == 2 * (1 + 2 * n_layers)  # adapter cell + layers x groups, per mode
+    assert summary["effect"].notna().all()
+    assert (tmp_path / "patch" / "patching_weather_denoise.png").stat().st_size > 10_000
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**cfg, "attributes": ["battery"]}))
+    assert main(["patch", str(bad)]) == 2

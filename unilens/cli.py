@@ -96,7 +96,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _probe(args: argparse.Namespace) -> None:
-    from probes.run import ProbeConfig, run_probes
+    from analyses.probe_layers import ProbeConfig, run_probes
     from unilens.config import load_config
 
     cfg = load_config(ProbeConfig, args.config)
@@ -104,6 +104,19 @@ def _probe(args: argparse.Namespace) -> None:
         cfg.out = args.out
     run_probes(cfg)
     print(f"probe results in {cfg.out} (probes.csv, cross_context.csv, figures)")
+
+
+def _patch(args: argparse.Namespace) -> None:
+    from analyses.patch_layers import PatchConfig, run_patching
+    from unilens.config import load_config
+
+    cfg = load_config(PatchConfig, args.config)
+    if args.out:
+        cfg.out = args.out
+    if args.n_pairs:
+        cfg.n_pairs = args.n_pairs
+    run_patching(cfg)
+    print(f"patching results in {cfg.out} (patching.csv, patching_summary.csv, figures)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("config", help="YAML probe config (see configs/probe/)")
     pr.add_argument("--out", help="override the config's output folder")
     pr.set_defaults(func=_probe)
+
+    pa = sub.add_parser(
+        "patch", help="activation patching on counterfactual image pairs, layer x position group: CSV + plots"
+    )
+    pa.add_argument("config", help="YAML patch config (see configs/patch/)")
+    pa.add_argument("--out", default=None, help="output folder (overrides the config)")
+    pa.add_argument("--n-pairs", type=int, default=0, help="pairs per attribute (overrides the config)")
+    pa.set_defaults(func=_patch)
     return parser
 
 

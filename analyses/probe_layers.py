@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analyses.plots import plot_cross_context, plot_probe_layers, plot_selectivity
 from models.build import build_spaces, load_checkpoint
 from models.evaluate import checkpoints_of
 from models.sequence import Encoder
@@ -56,8 +57,6 @@ def activation_sets(ckpt: Path, cfg: ProbeConfig, store: Path | None = None):
 
 
 def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
-    from analyses.plots import plot_cross_context, plot_probe_layers, plot_selectivity
-
     if not cfg.models:
         raise UnilensError("probe config lists no models: add `models: {name: path/to/run_or_checkpoint}`")
     out = Path(cfg.out)

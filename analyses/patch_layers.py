@@ -1,0 +1,143 @@
+"""`unilens patch CONFIG`: layer x position-group activation patching on counterfactual image pairs, per model.
+
+For each model and attribute: pairs of test watches re-rendered with that attribute changed, a sweep over
+(site, group) cells in both directions, a tidy per-example table and a summary whose effect is the ratio of mean
+differences (patched - start) / (end - start) with a bootstrap CI over pairs. A model whose clean and corrupt
+answers do not differ (the CI of clean - corrupt includes 0) gets `separates = False`: its normalised effects are
+noise and the plot says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analyses.plots import plot_patching
+from models.build import load_checkpoint
+from models.evaluate import checkpoints_of
+from probes.hooks import HookedVLM
+from probes.pairs import PATCHABLE, build_pairs
+from probes.patching import Cell, patch_sweep
+from tasks.records import load_dataset
+from tasks.world import Watch
+from unilens.errors import UnilensError
+from unilens.io import atomic_write_text
+
+SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
+EMBED_SITE = "blocks.0.hook_resid_pre"
+
+
+@dataclass
+class PatchConfig:
+    models: dict[str, str] = field(default_factory=dict)  # name -> run or checkpoint folder
+    out: str = "runs/patching"
+    attributes: list[str] = field(default_factory=lambda: list(PATCHABLE))
+    n_pairs: int = 64
+    groups: list[str] = field(default_factory=lambda: ["image", "question", "template"])
+    site_kinds: list[str] = field(default_factory=lambda: list(SITE_KINDS))
+    modes: list[str] = field(default_factory=lambda: ["denoise", "noise"])
+    seed: int = 0
+    batch_cells: int = 8  # cells patched in one forward pass
+    n_boot: int = 1000
+
+
+def cells_for(n_layers: int, kinds: list[str], groups: list[str]) -> list[Cell]:
+    unknown = set(kinds) - set(SITE_KINDS)
+    if unknown:
+        raise UnilensError(f"unknown site kinds {sorted(unknown)}; choose from {list(SITE_KINDS)}")
+    # the embeddings at image positions are the input adapter's output: the paper's site, as layer "adapter"
+    cells = [Cell(EMBED_SITE, "image")] if "image" in groups else []
+    for layer in range(n_layers):
+        for kind in kinds:
+            cells += [Cell(f"blocks.{layer}.hook_{kind}", g) for g in groups]
+    return cells
+
+
+def site_layer(site: str) -> tuple[str, int]:
+    """("resid_post", 3) for blocks.3.hook_resid_post; ("adapter", -1) for the embeddings (the adapter output)."""
+    if site == EMBED_SITE or not site.startswith("blocks."):
+        return "adapter", -1
+    _, layer, hook = site.split(".")
+    return hook.removeprefix("hook_"), int(layer)
+
+
+def summarize_effects(df: pd.DataFrame, keys: list[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Ratio-of-means effect per cell with a bootstrap CI over pairs, and whether clean and corrupt differ."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for key, g in df.groupby(keys, sort=True):
+        start_col, end_col = ("corrupt", "clean") if g["mode"].iloc[0] == "denoise" else ("clean", "corrupt")
+        patched, start, end = (g[c].to_numpy() for c in ("patched", start_col, end_col))
+        idx = rng.integers(0, len(g), (n_boot, len(g)))
+        gap = end - start
+        boots = (patched[idx] - start[idx]).mean(1) / gap[idx].mean(1)
+        sep = (g["clean"] - g["corrupt"]).to_numpy()
+        sep_boot = sep[idx].mean(1)
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "effect": float((patched - start).mean() / gap.mean()),
+                "lo": float(np.quantile(boots, 0.025)),
+                "hi": float(np.quantile(boots, 0.975)),
+                "clean_minus_corrupt": float(sep.mean()),
+                "separates": bool(np.quantile(sep_boot, 0.025) > 0),
+                "n": len(g),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def patch_model(ckpt: Path, cfg: PatchConfig, name: str, log=print) -> pd.DataFrame:
+    built, manifest = load_checkpoint(ckpt)
+    dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
+    image_size = int(dataset.manifest["config"]["image_size"])
+    test_watches = list({r["image"]: Watch.from_dict(r["watch"]) for r in dataset.test}.values())
+    watches = test_watches[: cfg.n_pairs]
+    model = built.model.eval()
+    device = next(model.parameters()).device
+    cells = cells_for(HookedVLM(model).n_layers, cfg.site_kinds, cfg.groups)
+    parts = []
+    for attribute in cfg.attributes:
+        pairs = build_pairs(built, watches, attribute, image_size, seed=cfg.seed)
+        clean, corrupt = pairs.clean.to(device), pairs.corrupt.to(device)
+        good, bad = pairs.good.to(device), pairs.bad.to(device)
+        for mode in cfg.modes:
+            df = patch_sweep(model, clean, corrupt, good, bad, cells, mode=mode, batch_cells=cfg.batch_cells)
+            parts.append(df.assign(attribute=attribute))
+        log(f"[patch] {name} {attribute}: {len(watches)} pairs x {len(cells)} cells x {len(cfg.modes)} modes")
+    out = pd.concat(parts, ignore_index=True)
+    kinds_layers = out["site"].map(site_layer)
+    out["site_kind"] = [k for k, _ in kinds_layers]
+    out["layer"] = [lay for _, lay in kinds_layers]
+    return out.assign(
+        model=name,
+        variant=manifest["variant"],
+        preset=manifest["preset"],
+        mixture=manifest["arm"]["mixture"],
+        checkpoint=str(ckpt),
+    )
+
+
+def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
+    if not cfg.models:
+        raise UnilensError("patch config lists no models: add `models: {name: path/to/run_or_checkpoint}`")
+    bad = set(cfg.attributes) - set(PATCHABLE)
+    if bad:
+        raise UnilensError(f"cannot patch attributes {sorted(bad)}; patchable attributes: {list(PATCHABLE)}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_example = pd.concat(
+        [patch_model(checkpoints_of(t, "last")[0], cfg, name, log) for name, t in cfg.models.items()],
+        ignore_index=True,
+    )
+    keys = ["model", "attribute", "mode", "site", "site_kind", "layer", "group"]
+    summary = summarize_effects(per_example, keys, cfg.n_boot, cfg.seed)
+    atomic_write_text(out / "patching.csv", per_example.to_csv(index=False))
+    atomic_write_text(out / "patching_summary.csv", summary.to_csv(index=False))
+    for attribute in cfg.attributes:
+        for mode in cfg.modes:
+            plot_patching(summary, attribute, mode, out / f"patching_{attribute}_{mode}.png")
+    return {"patching": per_example, "summary": summary}
