@@ -23,8 +23,9 @@ from models.reader import AttributeReader, labels_of
 from models.sequence import Encoder, collate
 from tasks.records import WorldDataset
 from tasks.scoring import score_caption, score_vqa, summarize
-from tasks.world import Watch
+from tasks.world import ATTRIBUTE_VALUES, Watch
 
+CHOICE_ATTRIBUTES = ("weather", "weather_pos", "battery_pos")
 PROMPT_TO_READER = {
     "weather": ["weather"],
     "weather_pos": ["weather_pos"],
@@ -115,18 +116,60 @@ class Evaluator:
                 batch = batch.to(self.device)
                 logits = self.model.text_logits(self.model.hidden(batch)).float()
                 for j, s in enumerate(chunk):
-                    for start, end, attribute in s.answers:
+                    for turn, (start, end, attribute) in enumerate(s.answers):
                         lab, lg = batch.labels[j, start - 1 : end - 1], logits[j, start - 1 : end - 1]
                         rows.append(
                             {
                                 "image": s.image,
                                 "attribute": attribute,
+                                "turn": turn,
                                 "condition": condition,
                                 "answer_nll": float(torch.nn.functional.cross_entropy(lg, lab, reduction="sum")),
                                 "exact_tf": float((lg.argmax(-1) == lab).all()),
                             }
                         )
         return pd.DataFrame(rows)
+
+    @torch.no_grad()
+    def choices(self, attributes: tuple[str, ...] = CHOICE_ATTRIBUTES) -> pd.DataFrame:
+        """Multiple-choice scoring: the log-probability of every possible answer to each categorical question.
+        Unlike greedy decoding it shows whether the model ranks an unseen value above another one even when a
+        learned prior puts a third value first (the knowledge-transfer question)."""
+        rows, seqs = [], []
+        for rec in _test_records(self.dataset, "vqa", self.cfg.limit):
+            watch = Watch.from_dict(rec["watch"])
+            for prompt, attribute, turn in question_prompts(self.encoder, rec):
+                if attribute not in attributes:
+                    continue
+                for candidate in ATTRIBUTE_VALUES[attribute]:
+                    seq = prompt.prefix(len(prompt), "understand")
+                    start = len(seq)
+                    seq.add_text(self.encoder.text(str(candidate)), "answer", supervised=True)
+                    seq.add_text([self.built.tokenizer.eos_token_id], "answer", supervised=True)
+                    seqs.append((seq, start))
+                    truth = str(getattr(watch, attribute))
+                    rows.append(
+                        {
+                            "image": rec["image"],
+                            "attribute": attribute,
+                            "turn": turn,
+                            "value": truth,
+                            "candidate": str(candidate),
+                        }
+                    )
+        logps = []
+        for chunk in _batches(seqs, self.cfg.batch_size):
+            batch = collate([c[0] for c in chunk], self.und_space, self.gen_space, self.encoder.pad_id)
+            batch = batch.to(self.device)
+            logits = self.model.text_logits(self.model.hidden(batch)).float().log_softmax(-1)
+            for j, (seq, start) in enumerate(chunk):
+                lab = batch.labels[j, start - 1 : len(seq) - 1]
+                logps.append(float(logits[j, start - 1 : len(seq) - 1].gather(1, lab[:, None]).sum()))
+        table = pd.DataFrame(rows)
+        if not len(table):
+            return table
+        table["logp"] = logps
+        return table
 
     def captions(self) -> pd.DataFrame:
         records = _test_records(self.dataset, "caption", self.cfg.limit)
@@ -208,10 +251,20 @@ class Evaluator:
 
 
 def summary_table(
-    vqa: pd.DataFrame, captions: pd.DataFrame, gen: pd.DataFrame, n_boot: int, reliance: pd.DataFrame | None = None
+    vqa: pd.DataFrame,
+    captions: pd.DataFrame,
+    gen: pd.DataFrame,
+    n_boot: int,
+    reliance: pd.DataFrame | None = None,
+    choices: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Tidy rows: task x attribute x value x metric with mean and bootstrap CI (images resampled)."""
     parts = []
+    if choices is not None and len(choices):
+        picked = choice_predictions(choices)
+        for by in (["attribute"], ["attribute", "value"]):
+            t = summarize(picked, by, ("choice",), n_boot=n_boot)
+            parts.append(_tidy(t.melt(id_vars=[*by, "n"], var_name="metric_col", value_name="v"), "vqa_choice", by))
     if reliance is not None and len(reliance):
         for condition, part in reliance.groupby("condition"):
             t = summarize(part, ["attribute"], ("answer_nll", "exact_tf"), n_boot=n_boot)
@@ -253,6 +306,17 @@ def summary_table(
             )
         )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def choice_predictions(choices: pd.DataFrame, among: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """One row per question: the highest-scoring candidate and whether it is right. `among` restricts the
+    candidates per attribute (e.g. only the values held out of the understanding data)."""
+    d = choices
+    if among:
+        keep = d.apply(lambda r: r["attribute"] not in among or r["candidate"] in among[r["attribute"]], axis=1)
+        d = d[keep & d.apply(lambda r: r["attribute"] not in among or r["value"] in among[r["attribute"]], axis=1)]
+    best = d.loc[d.groupby(["image", "attribute", "turn"], sort=False)["logp"].idxmax()]
+    return best.assign(choice=(best["candidate"] == best["value"]).astype(float)).reset_index(drop=True)
 
 
 def _tidy(melted: pd.DataFrame, task: str, by: list[str]) -> pd.DataFrame:
@@ -333,7 +397,7 @@ def run_eval(
     )
     out.mkdir(parents=True, exist_ok=True)
     reader = load_reader(reader_dir) if reader_dir else None
-    tables = {"vqa": [], "image_reliance": [], "captions": [], "generation": [], "summary": []}
+    tables = {"vqa": [], "choices": [], "image_reliance": [], "captions": [], "generation": [], "summary": []}
     for ckpt in ckpts:
         built, manifest = load_checkpoint(ckpt)
         dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
@@ -349,15 +413,17 @@ def run_eval(
         }
         vqa = ev.vqa()
         reliance = ev.image_reliance()
+        choices = ev.choices()
         caps = ev.captions() if cfg.captions else pd.DataFrame()
         gen = pd.DataFrame()
         if cfg.generation:
             probes = FeatureProbes(ev.gen_space, dataset) if ev.gen_space.kind == "semantic" else None
             gen, generated = ev.generation(reader, probes)
             ev.grid(generated, out / f"grid_{ckpt.name}.png", cfg.grid_images)
-        summary = summary_table(vqa, caps, gen, cfg.n_boot, reliance)
+        summary = summary_table(vqa, caps, gen, cfg.n_boot, reliance, choices)
         named = (
             ("vqa", vqa),
+            ("choices", choices),
             ("image_reliance", reliance),
             ("captions", caps),
             ("generation", gen),

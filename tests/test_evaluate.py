@@ -138,3 +138,27 @@ def test_image_reliance_swaps_images_and_is_blind_to_a_blind_model(loaded_vq_run
             last.weight.copy_(saved)
     b_true, b_swapped = (blind[blind.condition == c].answer_nll.values for c in ("true", "swapped"))
     assert torch.allclose(torch.tensor(b_true), torch.tensor(b_swapped), atol=1e-5)
+
+
+def test_choice_scores_match_teacher_forced_answers_and_restrict(loaded_vq_run, trained_runs):
+    """Each candidate's log-probability equals the teacher-forced answer loss when the candidate is the truth."""
+    from models.evaluate import choice_predictions
+    from tasks.world import ATTRIBUTE_VALUES
+
+    built, dataset, _und, _gen = loaded_vq_run
+    ev = Evaluator(built, dataset, trained_runs["vq-vq"].cache_dir, EvalConfig(limit=10, batch_size=8))
+    choices = ev.choices()
+    assert len(choices) and (choices["logp"] < 0).all()
+    per_question = choices.groupby(["image", "attribute", "turn"])["candidate"].nunique()
+    for (_img, attribute, _turn), n in per_question.items():
+        assert n == len(ATTRIBUTE_VALUES[attribute])
+    truth = choices[choices["candidate"] == choices["value"]]
+    reliance = ev.image_reliance()
+    merged = truth.merge(reliance[reliance["condition"] == "true"], on=["image", "attribute", "turn"])
+    assert len(merged) == len(truth)
+    assert torch.allclose(torch.tensor(merged["logp"].values), -torch.tensor(merged["answer_nll"].values), atol=1e-3)
+    picked = choice_predictions(choices)
+    assert len(picked) == len(per_question) and set(picked["choice"]) <= {0.0, 1.0}
+    only = choice_predictions(choices, among={"weather": ["cloudy", "raining"]})
+    w = only[only["attribute"] == "weather"]
+    assert set(w["candidate"]) <= {"cloudy", "raining"} and set(w["value"]) <= {"cloudy", "raining"}
