@@ -133,3 +133,24 @@ def plot_patching(summary: pd.DataFrame, attribute: str, mode: str, path: str | 
     fig.suptitle(f"Which layers carry the image's '{attribute}' to the answer? (patching {kind} {verb} it)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_transfer(table: pd.DataFrame, attribute: str, held_out: list[str], path: str | Path | None = None):
+    """Held-out-value scores per model (multiple choice among held-out values, and greedy), with CIs and chance."""
+    d = table[table["mixture"] != "difference"]
+    metrics = [("held_out_choice", f"choice among {', '.join(held_out)}"), ("greedy", "greedy exact match")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, (metric, label) in zip(axes, metrics, strict=True):
+        m = d[d["metric"] == metric].reset_index(drop=True)
+        x = np.arange(len(m))
+        colors = ["tab:orange" if mix == "mixed" else "tab:blue" for mix in m["mixture"]]
+        ax.bar(x, m["mean"], color=colors, yerr=[m["mean"] - m["lo"], m["hi"] - m["mean"]], capsize=4)
+        ax.axhline(m["chance"].iloc[0] if len(m) else 0, color="red", ls=":", label="chance")
+        ax.set_xticks(x)
+        ax.set_xticklabels(m["model"], rotation=20, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Does knowledge of held-out '{attribute}' values seen only in generation data reach understanding?")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -119,6 +119,18 @@ def _patch(args: argparse.Namespace) -> None:
     print(f"patching results in {cfg.out} (patching.csv, patching_summary.csv, figures)")
 
 
+def _transfer(args: argparse.Namespace) -> None:
+    from analyses.transfer import TransferConfig, run_transfer
+    from unilens.config import load_config
+
+    cfg = load_config(TransferConfig, args.config)
+    if args.out:
+        cfg.out = args.out
+    table = run_transfer(cfg)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"transfer results in {cfg.out} (transfer.csv, transfer_questions.csv, figure)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unilens",
@@ -205,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--out", default=None, help="output folder (overrides the config)")
     pa.add_argument("--n-pairs", type=int, default=0, help="pairs per attribute (overrides the config)")
     pa.set_defaults(func=_patch)
+
+    tr = sub.add_parser("transfer", help="knowledge-transfer test on held-out values: mixed vs und-only, per preset")
+    tr.add_argument("config", help="YAML transfer config (see configs/transfer/)")
+    tr.add_argument("--out", default=None, help="output folder (overrides the config)")
+    tr.set_defaults(func=_transfer)
     return parser
 
 

@@ -1,0 +1,128 @@
+"""`unilens transfer CONFIG`: does knowledge seen only in generation data reach understanding?
+
+For each model (evaluated with `unilens eval`, run here if its eval folder lacks the tables): on test questions
+about the biased attribute whose true value was held out of the understanding data,
+    greedy     exact-match accuracy of the decoded answer (the paper's metric; a learned prior can floor it at 0)
+    held-out   multiple choice among the held-out values only (chance 1/k): does the model rank the right unseen
+               value above the other unseen ones, whatever prior it learned for the seen value?
+with bootstrap CIs over images, and the mixed minus understanding-only difference per preset (images paired).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analyses.plots import plot_transfer
+from models.evaluate import CHOICE_ATTRIBUTES, EvalConfig, choice_predictions, run_eval
+from tasks.scoring import bootstrap_ci
+from tasks.world import ATTRIBUTE_VALUES
+from unilens.errors import UnilensError
+from unilens.io import atomic_write_text
+
+
+@dataclass
+class TransferConfig:
+    models: dict[str, str] = field(default_factory=dict)  # name -> run folder (evaluated at its last checkpoint)
+    attribute: str = "weather"
+    held_out: list[str] = field(default_factory=lambda: ["cloudy", "raining"])
+    out: str = "runs/transfer_report"
+    n_boot: int = 2000
+    seed: int = 0
+
+
+def _eval_tables(run: str, log) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    folder = Path(run) / "eval"
+    if not (folder / "choices.csv").is_file() or not (folder / "vqa.csv").is_file():
+        log(f"[transfer] {run}: no eval tables, running `unilens eval` (no captions, no generation)")
+        run_eval(run, folder, EvalConfig(captions=False, generation=False), None)
+    vqa, choices = pd.read_csv(folder / "vqa.csv"), pd.read_csv(folder / "choices.csv")
+    last = vqa["step"].max()
+    vqa, choices = vqa[vqa["step"] == last], choices[choices["step"] == last]
+    first = vqa.iloc[0]
+    return vqa, choices, {"preset": first["preset"], "mixture": first["mixture"], "step": int(last)}
+
+
+def per_question(vqa: pd.DataFrame, choices: pd.DataFrame, attribute: str, held_out: list[str]) -> pd.DataFrame:
+    """One row per test question about `attribute` whose truth is held out: greedy and held-out choice scores."""
+    choices = choices.assign(value=choices["value"].astype(str), candidate=choices["candidate"].astype(str))
+    picked = choice_predictions(choices[choices["attribute"] == attribute], among={attribute: held_out})
+    greedy = vqa[(vqa["attribute"] == attribute) & vqa["value"].astype(str).isin(held_out)]
+    merged = picked.merge(greedy[["image", "turn", "exact"]], on=["image", "turn"], how="left")
+    return merged.rename(columns={"choice": "held_out_choice", "exact": "greedy"})
+
+
+def run_transfer(cfg: TransferConfig, log=print) -> pd.DataFrame:
+    if not cfg.models:
+        raise UnilensError("transfer config lists no models: add `models: {name: path/to/run}`")
+    if len(cfg.held_out) < 2:
+        raise UnilensError("held_out needs at least two values: choice among one value is always right")
+    known = [str(v) for v in ATTRIBUTE_VALUES.get(cfg.attribute, ())]
+    if cfg.attribute not in CHOICE_ATTRIBUTES:
+        raise UnilensError(f"transfer is scored by multiple choice: attribute must be one of {list(CHOICE_ATTRIBUTES)}")
+    unknown = [v for v in cfg.held_out if v not in known]
+    if unknown:
+        raise UnilensError(f"held_out values {unknown} are not values of '{cfg.attribute}' ({known})")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    questions, rows = [], []
+    for name, run in cfg.models.items():
+        vqa, choices, tags = _eval_tables(run, log)
+        q = per_question(vqa, choices, cfg.attribute, cfg.held_out).assign(model=name, **tags)
+        if not len(q):
+            raise UnilensError(f"{run}: no test questions about '{cfg.attribute}' with values {cfg.held_out}")
+        questions.append(q)
+        for metric, chance in (("held_out_choice", 1 / len(cfg.held_out)), ("greedy", 0.0)):
+            mean, lo, hi = bootstrap_ci(q[metric].to_numpy(), q["image"].to_numpy(), n_boot=cfg.n_boot, seed=cfg.seed)
+            rows.append(
+                {
+                    "model": name,
+                    **tags,
+                    "metric": metric,
+                    "mean": mean,
+                    "lo": lo,
+                    "hi": hi,
+                    "chance": chance,
+                    "n": len(q),
+                }
+            )
+    table = pd.DataFrame(rows)
+    diffs = _differences(pd.concat(questions, ignore_index=True), cfg)
+    table = pd.concat([table, diffs], ignore_index=True)
+    atomic_write_text(out / "transfer.csv", table.to_csv(index=False))
+    atomic_write_text(out / "transfer_questions.csv", pd.concat(questions).to_csv(index=False))
+    plot_transfer(table, cfg.attribute, cfg.held_out, out / f"transfer_{cfg.attribute}.png")
+    return table
+
+
+def _differences(q: pd.DataFrame, cfg: TransferConfig) -> pd.DataFrame:
+    """Mixed minus understanding-only per preset, resampling images jointly (both models saw the same test)."""
+    rows = []
+    rng = np.random.default_rng(cfg.seed)
+    for preset, d in q.groupby("preset"):
+        arms = {m: g for m, g in d.groupby("mixture")}
+        if not {"mixed", "und-only"} <= set(arms):
+            continue
+        for metric in ("held_out_choice", "greedy"):
+            a = arms["mixed"].groupby("image")[metric].mean()
+            b = arms["und-only"].groupby("image")[metric].mean()
+            images = a.index.intersection(b.index)
+            delta = (a[images] - b[images]).to_numpy()
+            boots = delta[rng.integers(0, len(delta), (cfg.n_boot, len(delta)))].mean(1)
+            rows.append(
+                {
+                    "model": f"mixed - und-only ({preset})",
+                    "preset": preset,
+                    "mixture": "difference",
+                    "metric": metric,
+                    "mean": float(delta.mean()),
+                    "lo": float(np.quantile(boots, 0.025)),
+                    "hi": float(np.quantile(boots, 0.975)),
+                    "chance": 0.0,
+                    "n": len(delta),
+                }
+            )
+    return pd.DataFrame(rows)
