@@ -154,3 +154,29 @@ def plot_transfer(table: pd.DataFrame, attribute: str, held_out: list[str], path
     fig.suptitle(f"Does knowledge of held-out '{attribute}' values seen only in generation data reach understanding?")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_cross_model(summary: pd.DataFrame, attribute: str, path: str | Path | None = None):
+    """Recipient accuracy on held-out values with the donor's activations copied in at each layer."""
+    pairs = summary[["donor", "recipient"]].drop_duplicates().to_numpy().tolist()
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4), squeeze=False)
+    for ax, (donor, recipient) in zip(axes[0], pairs, strict=True):
+        d = summary[(summary["donor"] == donor) & (summary["recipient"] == recipient)]
+        patched = d[d["condition"] == "patched"]
+        for group, g in patched.groupby("group"):
+            g = g.sort_values("layer")
+            line = ax.plot(g["layer"], g["accuracy"], marker="o", label=f"donor activations at {group} positions")[0]
+            ax.fill_between(g["layer"], g["lo"], g["hi"], color=line.get_color(), alpha=0.2)
+        for condition, style in (("donor", "--"), ("recipient", "-.")):
+            row = d[d["condition"] == condition]
+            if len(row):
+                ax.axhline(row["accuracy"].iloc[0], color="black", ls=style, lw=1, label=f"{condition} alone")
+        ax.axhline(d["chance"].iloc[0], color="red", ls=":", lw=1, label="chance")
+        _layer_axis(ax, patched["layer"].to_numpy())
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("held-out value accuracy (choice)")
+        ax.set_title(f"{donor} -> {recipient}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"At which layer does the {attribute} knowledge the donor has (and the recipient lacks) live?")
+    fig.tight_layout()
+    return _save(fig, path)

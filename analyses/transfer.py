@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analyses.plots import plot_transfer
+from analyses.plots import plot_cross_model, plot_transfer
 from models.evaluate import CHOICE_ATTRIBUTES, EvalConfig, choice_predictions, run_eval
 from tasks.scoring import bootstrap_ci
 from tasks.world import ATTRIBUTE_VALUES
@@ -32,6 +32,9 @@ class TransferConfig:
     out: str = "runs/transfer_report"
     n_boot: int = 2000
     seed: int = 0
+    # cross-model patching: each entry {donor: name, recipient: name} names two of `models`
+    cross_model: list[dict[str, str]] = field(default_factory=list)
+    cross_model_groups: list[str] = field(default_factory=lambda: ["image", "all"])
 
 
 def _eval_tables(run: str, log) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -95,7 +98,44 @@ def run_transfer(cfg: TransferConfig, log=print) -> pd.DataFrame:
     atomic_write_text(out / "transfer.csv", table.to_csv(index=False))
     atomic_write_text(out / "transfer_questions.csv", pd.concat(questions).to_csv(index=False))
     plot_transfer(table, cfg.attribute, cfg.held_out, out / f"transfer_{cfg.attribute}.png")
+    if cfg.cross_model:
+        run_cross_model(cfg, out, log)
     return table
+
+
+def run_cross_model(cfg: TransferConfig, out: Path, log=print) -> pd.DataFrame:
+    """Per donor/recipient pair and layer: held-out choice accuracy of the recipient with the donor's activations."""
+    from models.build import build_spaces, load_checkpoint
+    from models.evaluate import checkpoints_of
+    from probes.cross_model import cross_model_sweep
+    from tasks.records import load_dataset
+
+    parts = []
+    for pair in cfg.cross_model:
+        missing = [pair.get(k) for k in ("donor", "recipient") if pair.get(k) not in cfg.models]
+        if missing:
+            raise UnilensError(f"cross_model names {missing}, which are not in models {sorted(cfg.models)}")
+        donor, _ = load_checkpoint(checkpoints_of(cfg.models[pair["donor"]], "last")[0])
+        recipient, manifest = load_checkpoint(checkpoints_of(cfg.models[pair["recipient"]], "last")[0])
+        dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
+        und, gen = build_spaces(recipient, recipient.model.cfg, dataset, manifest["config"]["cache_dir"])
+        records = [r for r in dataset.test if r["task"] == "vqa"]
+        df = cross_model_sweep(
+            donor, recipient, records, und, gen, cfg.attribute, list(cfg.held_out), tuple(cfg.cross_model_groups)
+        )
+        parts.append(df.assign(donor=pair["donor"], recipient=pair["recipient"]))
+        log(f"[transfer] cross-model {pair['donor']} -> {pair['recipient']}: {df['image'].nunique()} images")
+    per_question = pd.concat(parts, ignore_index=True)
+    rows = []
+    keys = ["donor", "recipient", "condition", "layer", "group"]
+    for key, g in per_question.groupby(keys, dropna=False, sort=True):
+        mean, lo, hi = bootstrap_ci(g["correct"].to_numpy(), g["image"].to_numpy(), n_boot=cfg.n_boot, seed=cfg.seed)
+        rows.append({**dict(zip(keys, key, strict=True)), "accuracy": mean, "lo": lo, "hi": hi, "n": len(g)})
+    summary = pd.DataFrame(rows).assign(chance=1 / len(cfg.held_out))
+    atomic_write_text(out / "cross_model.csv", per_question.to_csv(index=False))
+    atomic_write_text(out / "cross_model_summary.csv", summary.to_csv(index=False))
+    plot_cross_model(summary, cfg.attribute, out / f"cross_model_{cfg.attribute}.png")
+    return summary
 
 
 def _differences(q: pd.DataFrame, cfg: TransferConfig) -> pd.DataFrame:

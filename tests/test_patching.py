@@ -125,3 +125,31 @@ def test_patch_cli_writes_tables_and_figures(trained_runs, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**cfg, "attributes": ["battery"]}))
     assert main(["patch", str(bad)]) == 2
+
+
+def test_cross_model_patching_hands_over_the_donors_answers_at_the_last_layer(trained_runs):
+    """Copying every position at the last layer gives the donor's answers; image positions there change nothing."""
+    from models.build import build_model, build_spaces, load_checkpoint
+    from models.evaluate import checkpoints_of
+    from models.presets import FreezeConfig
+    from probes.cross_model import cross_model_sweep
+    from tasks.records import load_dataset
+
+    cfg = trained_runs["sem-sem"]
+    donor, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
+    recipient = build_model(cfg.model, FreezeConfig("lora"), seed=7)
+    recipient.model.load_state_dict(
+        {k: v for k, v in donor.model.state_dict().items() if k.startswith("norm_")}, strict=False
+    )
+    recipient.model.eval()
+    dataset = load_dataset(cfg.dataset)
+    und, gen = build_spaces(recipient, cfg.model, dataset, cfg.cache_dir)
+    records = [r for r in dataset.test if r["task"] == "vqa"]
+    df = cross_model_sweep(donor, recipient, records, und, gen, "weather_pos", ["top-left", "bottom-right"])
+    last = df["layer"].max()
+    by = {
+        k: g.sort_values(["image", "turn"])["choice"].tolist() for k, g in df.groupby(["condition", "layer", "group"])
+    }
+    assert by[("patched", last, "all")] == by[("donor", -2, "none")]
+    assert by[("patched", last, "image")] == by[("recipient", -2, "none")]
+    assert by[("donor", -2, "none")] != by[("recipient", -2, "none")] or len(by[("donor", -2, "none")]) < 3
