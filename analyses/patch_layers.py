@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analyses.plots import plot_patching
+from analyses.plots import plot_attribution_check, plot_patching
 from models.build import load_checkpoint
 from models.evaluate import checkpoints_of
+from probes.attribution import attribution_patching
 from probes.hooks import HookedVLM
 from probes.pairs import PATCHABLE, build_pairs
 from probes.patching import Cell, patch_sweep
@@ -106,6 +107,9 @@ def patch_model(ckpt: Path, cfg: PatchConfig, name: str, log=print) -> pd.DataFr
         good, bad = pairs.good.to(device), pairs.bad.to(device)
         for mode in cfg.modes:
             df = patch_sweep(model, clean, corrupt, good, bad, cells, mode=mode, batch_cells=cfg.batch_cells)
+            if mode == "denoise":  # the gradient estimate of the same cells, for the estimated-vs-true check
+                est = attribution_patching(model, clean, corrupt, good, bad, cells)
+                df = df.merge(est[["site", "group", "example", "estimated_change"]], on=["site", "group", "example"])
             parts.append(df.assign(attribute=attribute))
         log(f"[patch] {name} {attribute}: {len(watches)} pairs x {len(cells)} cells x {len(cfg.modes)} modes")
     out = pd.concat(parts, ignore_index=True)
@@ -140,4 +144,6 @@ def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
     for attribute in cfg.attributes:
         for mode in cfg.modes:
             plot_patching(summary, attribute, mode, out / f"patching_{attribute}_{mode}.png")
+    if "estimated_change" in per_example:
+        plot_attribution_check(per_example, out / "attribution_vs_true_patching.png")
     return {"patching": per_example, "summary": summary}

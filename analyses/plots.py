@@ -180,3 +180,22 @@ def plot_cross_model(summary: pd.DataFrame, attribute: str, path: str | Path | N
     fig.suptitle(f"At which layer does the {attribute} knowledge the donor has (and the recipient lacks) live?")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_attribution_check(per_example: pd.DataFrame, path: str | Path | None = None):
+    """Attribution patching's estimate against true denoising, per (model, attribute, cell): mean over pairs."""
+    d = per_example.dropna(subset=["estimated_change"])
+    d = d.assign(true_change=d["patched"] - d["corrupt"])
+    cells = d.groupby(["model", "attribute", "site", "group"])[["estimated_change", "true_change"]].mean()
+    cells = cells.reset_index()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for (model, attribute), g in cells.groupby(["model", "attribute"]):
+        r = np.corrcoef(g["estimated_change"], g["true_change"])[0, 1] if len(g) > 2 else np.nan
+        ax.scatter(g["true_change"], g["estimated_change"], s=12, alpha=0.7, label=f"{model} / {attribute} (r={r:.2f})")
+    lim = np.nanmax(np.abs(cells[["estimated_change", "true_change"]].to_numpy())) if len(cells) else 1.0
+    ax.plot([-lim, lim], [-lim, lim], color="gray", ls=":", lw=1, label="estimate = truth")
+    ax.set_xlabel("true patching: change in logit difference")
+    ax.set_ylabel("attribution patching estimate")
+    ax.set_title("Can the gradient estimate stand in for true patching?")
+    ax.legend(fontsize=6)
+    return _save(fig, path)

@@ -122,6 +122,9 @@ def test_patch_cli_writes_tables_and_figures(trained_runs, tmp_path):
     assert len(summary) == 2 * (1 + 2 * n_layers)  # adapter cell + layers x groups, per mode
     assert summary["effect"].notna().all()
     assert (tmp_path / "patch" / "patching_weather_denoise.png").stat().st_size > 10_000
+    per_example = pd.read_csv(tmp_path / "patch" / "patching.csv")
+    assert per_example.loc[per_example["mode"] == "denoise", "estimated_change"].notna().all()
+    assert (tmp_path / "patch" / "attribution_vs_true_patching.png").is_file()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**cfg, "attributes": ["battery"]}))
     assert main(["patch", str(bad)]) == 2
@@ -153,3 +156,36 @@ def test_cross_model_patching_hands_over_the_donors_answers_at_the_last_layer(tr
     assert by[("patched", last, "all")] == by[("donor", -2, "none")]
     assert by[("patched", last, "image")] == by[("recipient", -2, "none")]
     assert by[("donor", -2, "none")] != by[("recipient", -2, "none")] or len(by[("donor", -2, "none")]) < 3
+
+
+def test_integrated_gradients_complete_with_the_mean_baseline(pair):
+    from probes.attribution import integrated_gradients
+
+    model, clean, _corrupt, good, bad = pair
+    attr, delta = integrated_gradients(model, clean, good, bad, n_steps=64)
+    assert attr.shape[0] == clean.ids.shape[0] and attr.shape[1] == int((clean.tags[0] == TAG["image"]).sum())
+    with torch.no_grad():
+        from probes.patching import answer_logit_diff
+
+        full = answer_logit_diff(model, clean, good, bad, model.hidden(clean))
+    # completeness: attributions sum to f(input) - f(baseline) up to the reported delta, which is small
+    total = attr.sum(1)
+    assert (delta.abs() <= 0.05 * (total - delta).abs().clamp(min=0.05)).all(), (delta, total)
+    assert full.abs().max() > 0
+
+
+def test_attribution_patching_matches_true_patching_in_the_linear_regime(pair):
+    """With a corrupt input a small step from the clean one, the first-order estimate equals true patching."""
+    from probes.attribution import attribution_patching
+
+    model, clean, _corrupt, good, bad = pair
+    near = copy.copy(clean)
+    g = torch.Generator().manual_seed(0)
+    near.und_inputs = clean.und_inputs + 1e-2 * torch.randn(clean.und_inputs.shape, generator=g)
+    cells = [Cell(f"blocks.{layer}.hook_resid_post", grp) for layer in range(2) for grp in ("image", "all")]
+    est = attribution_patching(model, clean, near, good, bad, cells)
+    true = patch_sweep(model, clean, near, good, bad, cells)
+    change = torch.tensor((true["patched"] - true["corrupt"]).values)
+    estimate = torch.tensor(est["estimated_change"].values)
+    assert change.abs().max() > 1e-5  # the perturbation moves the answer at all
+    assert torch.allclose(estimate, change, atol=0.05 * change.abs().max().item())
