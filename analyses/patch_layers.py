@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analyses.plots import plot_attribution_check, plot_patching
+from analyses.plots import plot_attribution_check, plot_ig_overlay, plot_patching
 from models.build import load_checkpoint
 from models.evaluate import checkpoints_of
-from probes.attribution import attribution_patching
+from probes.attribution import attribution_patching, integrated_gradients
 from probes.hooks import HookedVLM
 from probes.pairs import PATCHABLE, build_pairs
 from probes.patching import Cell, patch_sweep
 from tasks.records import load_dataset
+from tasks.render import render_array
 from tasks.world import Watch
 from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
@@ -91,7 +92,34 @@ def summarize_effects(df: pd.DataFrame, keys: list[str], n_boot: int = 1000, see
     return pd.DataFrame(rows)
 
 
-def patch_model(ckpt: Path, cfg: PatchConfig, name: str, log=print) -> pd.DataFrame:
+def _integrated_gradients(model, pairs, clean, good, bad, image_size: int, out: Path, name: str, attribute: str):
+    """IG heatmaps over the image-token grid of the first clean examples, overlaid on their images."""
+    k = min(8, clean.ids.shape[0])
+    sub = clean.head(k)
+    attr, delta = integrated_gradients(model, sub, good[:k], bad[:k])
+    images = np.stack([render_array(w, image_size) for w, _ in pairs.watches[:k]])
+    safe = name.replace("+", "_").replace("/", "_")
+    plot_ig_overlay(
+        images,
+        attr.cpu().numpy(),
+        out / f"ig_{attribute}_{safe}.png",
+        title=f"Which image tokens drive the '{attribute}' answer? ({name}, integrated gradients)",
+    )
+    rows = pd.DataFrame(
+        {
+            "model": name,
+            "attribute": attribute,
+            "example": range(k),
+            "delta": delta.cpu().numpy(),
+            "total": attr.sum(1).cpu().numpy(),
+        }
+    )
+    path = out / "ig_convergence.csv"
+    previous = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    atomic_write_text(path, pd.concat([previous, rows], ignore_index=True).to_csv(index=False))
+
+
+def patch_model(ckpt: Path, cfg: PatchConfig, name: str, log=print, ig_out: Path | None = None) -> pd.DataFrame:
     built, manifest = load_checkpoint(ckpt)
     dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
     image_size = int(dataset.manifest["config"]["image_size"])
@@ -111,6 +139,8 @@ def patch_model(ckpt: Path, cfg: PatchConfig, name: str, log=print) -> pd.DataFr
                 est = attribution_patching(model, clean, corrupt, good, bad, cells)
                 df = df.merge(est[["site", "group", "example", "estimated_change"]], on=["site", "group", "example"])
             parts.append(df.assign(attribute=attribute))
+        if ig_out is not None:
+            _integrated_gradients(model, pairs, clean, good, bad, image_size, ig_out, name, attribute)
         log(f"[patch] {name} {attribute}: {len(watches)} pairs x {len(cells)} cells x {len(cfg.modes)} modes")
     out = pd.concat(parts, ignore_index=True)
     kinds_layers = out["site"].map(site_layer)
@@ -133,8 +163,9 @@ def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
         raise UnilensError(f"cannot patch attributes {sorted(bad)}; patchable attributes: {list(PATCHABLE)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "ig_convergence.csv").unlink(missing_ok=True)
     per_example = pd.concat(
-        [patch_model(checkpoints_of(t, "last")[0], cfg, name, log) for name, t in cfg.models.items()],
+        [patch_model(checkpoints_of(t, "last")[0], cfg, name, log, ig_out=out) for name, t in cfg.models.items()],
         ignore_index=True,
     )
     keys = ["model", "attribute", "mode", "site", "site_kind", "layer", "group"]

@@ -199,3 +199,23 @@ def plot_attribution_check(per_example: pd.DataFrame, path: str | Path | None = 
     ax.set_title("Can the gradient estimate stand in for true patching?")
     ax.legend(fontsize=6)
     return _save(fig, path)
+
+
+def plot_ig_overlay(images: np.ndarray, attributions: np.ndarray, path: str | Path | None = None, title: str = ""):
+    """Per-image-token attributions on the token grid, upsampled over the watch image (red: toward the answer)."""
+    n, t = attributions.shape
+    side = round(t**0.5)
+    fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.6), squeeze=False)
+    for ax, img, a in zip(axes[0], images, attributions, strict=True):
+        ax.imshow(img)
+        if side * side == t:
+            grid = a.reshape(side, side)
+            lim = np.abs(grid).max() or 1.0
+            h, w = img.shape[:2]
+            ax.imshow(
+                grid, cmap="coolwarm", vmin=-lim, vmax=lim, alpha=0.55, extent=(0, w, h, 0), interpolation="nearest"
+            )
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

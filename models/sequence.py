@@ -155,6 +155,20 @@ class Batch:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
         return Batch(**moved)
 
+    def head(self, k: int) -> Batch:
+        """The first k examples (image slots sliced to the images those rows hold)."""
+        n_und = int((self.kind[:k] == UND_IMAGE).sum())
+        n_gen = int((self.kind[:k] == GEN_IMAGE).sum())
+        fields = {}
+        for name, value in self.__dict__.items():
+            if name == "und_inputs":
+                fields[name] = value[:n_und]
+            elif name in ("gen_inputs", "gen_targets"):
+                fields[name] = value[:n_gen]
+            else:
+                fields[name] = value[:k]
+        return Batch(**fields)
+
     @property
     def gen_predict_mask(self) -> torch.Tensor:
         """Positions whose next position is a generated image token."""
