@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analyses.plots import plot_attribution_check, plot_ig_overlay, plot_patching
+from analyses.plots import plot_attribution_check, plot_ig_overlay, plot_patching, plot_patching_heatmap
 from models.build import load_checkpoint
 from models.evaluate import checkpoints_of
 from probes.attribution import attribution_patching, integrated_gradients
@@ -175,6 +175,7 @@ def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
     for attribute in cfg.attributes:
         for mode in cfg.modes:
             plot_patching(summary, attribute, mode, out / f"patching_{attribute}_{mode}.png")
+            plot_patching_heatmap(summary, attribute, mode, out / f"patching_heatmap_{attribute}_{mode}.png")
     if "estimated_change" in per_example:
         plot_attribution_check(per_example, out / "attribution_vs_true_patching.png")
     return {"patching": per_example, "summary": summary}

@@ -219,3 +219,25 @@ def plot_ig_overlay(images: np.ndarray, attributions: np.ndarray, path: str | Pa
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_patching_heatmap(summary: pd.DataFrame, attribute: str, mode: str, path: str | Path | None = None):
+    """Layer x position-group grid of the normalised patching effect per model and site kind (0 = no effect)."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    d = summary[(summary["attribute"] == attribute) & (summary["mode"] == mode)]
+    panels = [(m, k) for m in sorted(d["model"].unique()) for k in sorted(set(d["site_kind"]) - {"adapter"})]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4 * max(1, len(panels)), 2.8), squeeze=False)
+    for ax, (model, kind) in zip(axes[0], panels, strict=False):
+        md = d[(d["model"] == model) & d["site_kind"].isin([kind, "adapter"])]
+        grid = md.pivot_table(index="group", columns="layer", values="effect")
+        image = ax.imshow(grid.to_numpy(), cmap="RdBu_r", norm=TwoSlopeNorm(0, -1, 1), aspect="auto")
+        ax.set_yticks(range(len(grid.index)), grid.index)
+        ax.set_xticks(range(len(grid.columns)), ["adapter" if c == -1 else str(c) for c in grid.columns])
+        ax.set_xlabel("layer")
+        base = md[["clean_minus_corrupt"]].mean().iloc[0]
+        ax.set_title(f"{model}: {kind}\nclean - corrupt logit diff {base:.2f}", fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.suptitle(f"Where does patching {'restore' if mode == 'denoise' else 'destroy'} the '{attribute}' answer?")
+    fig.tight_layout()
+    return _save(fig, path)

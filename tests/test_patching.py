@@ -126,6 +126,7 @@ def test_patch_cli_writes_tables_and_figures(trained_runs, tmp_path):
     assert per_example.loc[per_example["mode"] == "denoise", "estimated_change"].notna().all()
     assert (tmp_path / "patch" / "attribution_vs_true_patching.png").is_file()
     ig = pd.read_csv(tmp_path / "patch" / "ig_convergence.csv")
+    assert (tmp_path / "patch" / "patching_heatmap_weather_noise.png").is_file()
     assert len(ig) == 4 and (tmp_path / "patch" / "ig_weather_tiny.png").is_file()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**cfg, "attributes": ["battery"]}))
