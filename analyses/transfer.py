@@ -166,3 +166,19 @@ def _differences(q: pd.DataFrame, cfg: TransferConfig) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def answer_lines(table: pd.DataFrame) -> list[str]:
+    """One sentence per preset, computed from the numbers: does mixed training beat understanding-only on the
+    held-out values, with its CI?"""
+    lines = []
+    rows = table[(table["mixture"] == "difference") & (table["metric"] == "held_out_choice")]
+    for r in rows.itertuples():
+        if r.lo > 0:
+            verdict = "generation data helps understanding of the held-out values"
+        elif r.hi < 0:
+            verdict = "generation data hurts understanding of the held-out values"
+        else:
+            verdict = "no evidence either way (the CI includes 0)"
+        lines.append(f"{r.model}, held-out multiple choice: {r.mean:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}], {verdict}")
+    return lines

@@ -1,0 +1,111 @@
+"""What the notebooks work on: the embedded default and its trained runs, or the same pipeline at smoke size.
+
+Full mode reads `runs/` as the README's commands leave it (embedded artefacts, the four probe-set models, the
+weather-transfer models) and names the command that makes anything missing. Smoke mode (UNILENS_SMOKE=1, or
+`workspace(smoke=True)`) builds toy-size artefacts and trains toy runs of the same configs in seconds, so every
+notebook runs top to bottom in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from models.embedded import build_embedded, tiny_embedded
+from models.presets import FreezeConfig
+from models.train import TrainConfig, Trainer
+from models.unified import ModelConfig
+from tasks.dataset import make_dataset
+from tasks.splits import ArmConfig
+from unilens.errors import UnilensError
+
+ARMS = ("mixed", "und-only")
+PRESETS = ("lora", "adapters")
+
+
+@dataclass
+class Workspace:
+    smoke: bool
+    root: Path
+    embedded: Path
+    transfer_data: Path
+    probe_runs: dict[str, Path] = field(default_factory=dict)  # "mixed+lora" -> run folder
+    transfer_runs: dict[str, Path] = field(default_factory=dict)
+    results: Path = Path("runs")  # where CLI result folders (probes, patching, transfer reports) live
+
+    @property
+    def data(self) -> Path:
+        return self.embedded / "data"
+
+
+def _names() -> list[tuple[str, str, str]]:
+    return [(f"{arm}+{preset}", arm, preset) for preset in PRESETS for arm in ARMS]
+
+
+def workspace(smoke: bool | None = None, root: str | Path | None = None) -> Workspace:
+    if smoke is None:
+        smoke = os.environ.get("UNILENS_SMOKE") == "1" or not Path("runs/embedded/lm").is_dir()
+    return _smoke(Path(root or os.environ.get("UNILENS_SMOKE_DIR", "runs/smoke"))) if smoke else _full()
+
+
+def _full() -> Workspace:
+    ws = Workspace(False, Path("runs"), Path("runs/embedded"), Path("runs/data/weather_transfer"))
+    ws.probe_runs = {n: Path(f"runs/probe_set/sem-sem-{a}-{p}") for n, a, p in _names()}
+    ws.transfer_runs = {n: Path(f"runs/transfer/weather-sem-sem-{a}-{p}") for n, a, p in _names()}
+    needs = {
+        ws.embedded / "lm": "unilens embedded build configs/embedded.yaml",
+        **{r: f"unilens train configs/train/probe_set/{r.name}.yaml" for r in ws.probe_runs.values()},
+        ws.transfer_data: "unilens data make configs/data/weather_transfer.yaml --out runs/data/weather_transfer",
+        **{r: f"unilens train configs/train/transfer/{r.name}.yaml" for r in ws.transfer_runs.values()},
+    }
+    missing = [cmd for path, cmd in needs.items() if not path.exists()]
+    if missing:
+        raise UnilensError("the full workspace is incomplete; run:\n  " + "\n  ".join(missing))
+    return ws
+
+
+def _smoke(root: Path) -> Workspace:
+    emb = root / "embedded"
+    ecfg = tiny_embedded(emb)
+    if not (emb / "lm").is_dir():
+        build_embedded(ecfg, progress=False, log=lambda *_: None)
+    transfer = root / "weather_transfer"
+    if not transfer.is_dir():
+        make_dataset(
+            replace(
+                ecfg.data,
+                share_images=False,
+                und_frequencies={"weather": {"sunny": 1.0, "cloudy": 0.0, "raining": 0.0}},
+                n_test_images=24,
+            ),
+            transfer,
+            progress=False,
+        )
+    ws = Workspace(True, root, emb, transfer, results=root / "results")
+    for names, data, target in ((ws.probe_runs, emb / "data", "probe_set"), (ws.transfer_runs, transfer, "transfer")):
+        for name, arm, preset in _names():
+            out = root / target / f"sem-sem-{arm}-{preset}"
+            names[name] = out
+            if not (out / "summary.json").is_file():
+                Trainer(_tiny_config(emb, data, out, arm, preset), progress=False).train()
+    return ws
+
+
+def _tiny_config(emb: Path, data: Path, out: Path, arm: str, preset: str) -> TrainConfig:
+    model = ModelConfig(
+        variant="sem-sem", llm=str(emb / "lm"), semantic_encoder=str(emb / "semantic"), vq_encoder=str(emb / "vq")
+    )
+    return TrainConfig(
+        dataset=str(data),
+        out=str(out),
+        arm=ArmConfig(mixture=arm),
+        model=model,
+        freeze=FreezeConfig(preset=preset),
+        epochs=1.0,
+        batch_size=8,
+        lr_adapters=3e-3,
+        lr_llm=3e-3,
+        checkpoint_fractions=[1.0],
+        cache_dir=str(emb.parent / "cache"),
+    )
