@@ -34,3 +34,22 @@ def test_notebook_runs_at_smoke_size(path, smoke_dir, monkeypatch):
     outputs = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any(o.get("output_type") in ("display_data", "execute_result") for o in outputs)
+
+
+def test_report_over_the_smoke_results(smoke_dir, tmp_path):
+    """After the notebooks ran, one HTML page holds every section with its answers and embedded figures."""
+    from unilens.cli import main
+
+    results = smoke_dir / "results"
+    folders = [
+        smoke_dir / "probe_set" / "sem-sem-mixed-lora",
+        results / "probes" / "probe_set",
+        results / "patching" / "probe_set",
+        results / "transfer_report" / "weather_sem_sem",
+    ]
+    out = tmp_path / "report.html"
+    assert main(["report", *map(str, folders), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert page.count("<section>") == 4
+    assert "data:image/png;base64," in page and "held-out multiple choice" in page
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "x.html")]) == 2

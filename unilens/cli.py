@@ -131,6 +131,13 @@ def _transfer(args: argparse.Namespace) -> None:
     print(f"transfer results in {cfg.out} (transfer.csv, transfer_questions.csv, figure)")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from analyses.report import write_report
+
+    path = write_report(args.folders, args.out, args.title)
+    print(f"report written to {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unilens",
@@ -222,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("config", help="YAML transfer config (see configs/transfer/)")
     tr.add_argument("--out", default=None, help="output folder (overrides the config)")
     tr.set_defaults(func=_transfer)
+
+    rp = sub.add_parser(
+        "report", help="one self-contained HTML page over result folders (eval, probe, patch, transfer)"
+    )
+    rp.add_argument("folders", nargs="+", help="run folders (with eval/) and result folders of probe/patch/transfer")
+    rp.add_argument("--out", required=True, help="HTML file to write")
+    rp.add_argument("--title", default="unilens report")
+    rp.set_defaults(func=_report)
     return parser
 
 
