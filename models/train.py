@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
@@ -55,6 +57,17 @@ class TrainConfig:
     cache_dir: str = "runs/cache"
 
 
+def init_distributed(device: str = "auto") -> tuple[int, int]:
+    """(world size, rank) from the launcher's environment (accelerate launch, torchrun); (1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 1, 0
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_world_size(), dist.get_rank()
+
+
 def checkpoint_steps(total: int, fractions: list[float]) -> dict[int, float]:
     steps = {}
     for f in sorted(fractions):
@@ -81,7 +94,15 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress
         self.out = Path(cfg.out)
+        self.world, self.rank = init_distributed(cfg.device)
+        if cfg.batch_size % self.world:
+            raise UnilensError(
+                f"batch_size {cfg.batch_size} does not split over {self.world} processes: "
+                f"make it a multiple of {self.world}"
+            )
         self.device = pick_device(cfg.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         self.dataset = load_dataset(cfg.dataset)
         self.records = select_arm(self.dataset.train, cfg.arm)
         self.built: Built = build_model(cfg.model, cfg.freeze, seed=cfg.seed)
@@ -176,7 +197,7 @@ class Trainer:
 
     def _truncate_log(self, step: int) -> None:
         log = self.out / "log.jsonl"
-        if log.is_file():
+        if log.is_file() and self.main_process:
             rows = [r for r in log.read_text().splitlines() if r and json.loads(r)["step"] <= step]
             atomic_write_text(log, "".join(r + "\n" for r in rows))
 
@@ -205,10 +226,39 @@ class Trainer:
         }
         return save_checkpoint(folder, self.model, self.manifest(step), state)
 
+    @property
+    def main_process(self) -> bool:
+        return self.rank == 0
+
+    def _reduce(self, value: torch.Tensor) -> torch.Tensor:
+        """Sum over data-parallel processes (identity in one process)."""
+        if self.world > 1:
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return value
+
+    def _sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum gradients over processes. A parameter no process used keeps grad None, as in one process: AdamW
+        skips it (a zero gradient would still move it by its momentum)."""
+        used = self._reduce(torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self.device))
+        for p, n in zip(params, used.tolist(), strict=True):
+            if n == 0:
+                p.grad = None
+                continue
+            if p.grad is None:  # used elsewhere, not in this process's slice
+                p.grad = torch.zeros_like(p)
+            self._reduce(p.grad)
+
     def train(self, until_step: int | None = None) -> dict:
-        """Train to the end, or stop after `until_step` (a later call resumes from the last checkpoint)."""
+        """Train to the end, or stop after `until_step` (a later call resumes from the last checkpoint).
+        Under `accelerate launch` / torchrun every process takes its slice of each global batch; gradients are
+        summed over processes, so the run matches one process at the same global batch; process 0 writes."""
         self._deps = dependencies(self.cfg.model, self.dataset)
-        start = self._prepare_run_dir()
+        if self.main_process:
+            start = self._prepare_run_dir()
+        if self.world > 1:
+            dist.barrier()
+            if not self.main_process:
+                start = self._resume()
         log_path = self.out / "log.jsonl"
         history = [json.loads(r) for r in log_path.read_text().splitlines()] if log_path.is_file() else []
         self.model.train()
@@ -216,46 +266,55 @@ class Trainer:
         bar = tqdm(
             range(start, stop),
             desc=f"train {self.out.name}",
-            disable=not self.progress,
+            disable=not (self.progress and self.main_process),
             initial=start,
             total=self.total_steps,
         )
         t0 = time.time()
         for step in bar:
-            idx = batch_indices(step, len(self.sequences), self.cfg.batch_size, self.cfg.seed)
+            idx = batch_indices(step, len(self.sequences), self.cfg.batch_size, self.cfg.seed)[self.rank :: self.world]
             batch = collate([self.sequences[i] for i in idx], self.und_space, self.gen_space, self.encoder.pad_id).to(
                 self.device
             )
+            counts = self._reduce(
+                torch.stack([(batch.labels != -100).sum(), batch.gen_predict_mask.sum()]).float().to(self.device)
+            )
             with autocast(self.device):
-                out = self.model(batch)
+                out = self.model(batch, text_norm=counts[0].clamp(min=1), image_norm=counts[1].clamp(min=1))
             loss = out["loss"]
-            self._guard(loss.item(), step, history)
+            parts = self._reduce(torch.stack([loss.detach(), out["text_loss"], out["image_loss"]]).float())
+            self._guard(parts[0].item(), step, history)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm
-            )
+            trainable = [p for p in self.model.parameters() if p.requires_grad]
+            if self.world > 1:
+                self._sum_gradients(trainable)
+            torch.nn.utils.clip_grad_norm_(trainable, self.cfg.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             row = {
                 "step": step + 1,
-                "loss": loss.item(),
-                "text_loss": out["text_loss"].item(),
-                "image_loss": out["image_loss"].item(),
+                "loss": parts[0].item(),
+                "text_loss": parts[1].item(),
+                "image_loss": parts[2].item(),
                 "lr": self.scheduler.get_last_lr()[0],
             }
             history.append(row)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            if self.main_process:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
             bar.set_postfix(
                 loss=f"{row['loss']:.3f}", sps=f"{(step + 1 - start) * self.cfg.batch_size / (time.time() - t0):.0f}"
             )
-            if step + 1 in self.ckpt_steps:
+            if step + 1 in self.ckpt_steps and self.main_process:
                 self._save(step + 1)
+        if self.world > 1:
+            dist.barrier()
         if stop < self.total_steps:
             return {"stopped_at": stop}
         summary = self._summary(history)
-        atomic_write_json(self.out / "summary.json", summary)
+        if self.main_process:
+            atomic_write_json(self.out / "summary.json", summary)
         return summary
 
     def _guard(self, loss: float, step: int, history: list[dict]) -> None:
@@ -283,6 +342,7 @@ class Trainer:
         return {
             "steps": self.total_steps,
             "records": len(self.sequences),
+            "world_size": self.world,
             "first_loss": mean("loss", head),
             "final_loss": mean("loss", tail),
             "final_text_loss": mean("text_loss", tail),

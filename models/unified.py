@@ -238,23 +238,31 @@ class UnifiedVLM(nn.Module):
     def text_logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.base_llm.get_output_embeddings()(h)
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        batch: Batch,
+        text_norm: float | torch.Tensor | None = None,
+        image_norm: float | torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Loss = text CE + alpha x image loss, each a sum over this batch's targets divided by `*_norm` (default:
+        this batch's own count, i.e. a mean). Data-parallel ranks pass the global counts, so that summing their
+        gradients gives exactly the single-process gradient of the whole global batch."""
         h = self.hidden(batch)
         text_mask = batch.labels != -100
         zero = h.sum() * 0
-        text_loss = (
-            F.cross_entropy(self.text_logits(h[text_mask]).float(), batch.labels[text_mask])
-            if text_mask.any()
-            else zero
-        )
+        text_loss = zero
+        if text_mask.any():
+            text_sum = F.cross_entropy(self.text_logits(h[text_mask]).float(), batch.labels[text_mask], reduction="sum")
+            text_loss = text_sum / (text_norm if text_norm is not None else text_mask.sum())
         pred_mask = batch.gen_predict_mask
         image_loss = zero
         if pred_mask.any():
             out = self.gen_head(h[pred_mask]).float()
             if self.gen_space == "vq":
-                image_loss = F.cross_entropy(out, batch.gen_targets)
+                image_sum = F.cross_entropy(out, batch.gen_targets, reduction="sum")
             else:
                 target = self.gen_target(batch.gen_targets.float())
-                image_loss = (1 - F.cosine_similarity(out, target, dim=-1)).mean()
+                image_sum = (1 - F.cosine_similarity(out, target, dim=-1)).sum()
+            image_loss = image_sum / (image_norm if image_norm is not None else pred_mask.sum())
         loss = text_loss + self.image_loss_weight * image_loss
         return {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}

@@ -410,3 +410,16 @@ def test_semantic_generation_space_round_trips(tiny_train_config):
     model = trainer.model
     x = trainer.gen_space.inputs(trainer.records[0]["image"])
     assert torch.allclose(model.gen_output_to_space(model.gen_target(x)), x, atol=1e-3)
+
+
+def test_config_scalars_are_checked_and_yaml_exponents_read_as_numbers(tmp_path):
+    from unilens.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr_adapters: 3e-3\nepochs: 2\nmodel: {share_gen_adapter: true}\n")
+    cfg = load_config(TrainConfig, path)
+    assert cfg.lr_adapters == 0.003 and cfg.epochs == 2.0 and cfg.model.share_gen_adapter == "true"
+    for bad, field in (("lr_llm: fast", "lr_llm"), ("batch_size: 8.5", "batch_size"), ("seed: [1]", "seed")):
+        path.write_text(bad + "\n")
+        with pytest.raises(UnilensError, match=field):
+            load_config(TrainConfig, path)

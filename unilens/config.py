@@ -42,8 +42,35 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if origin is tuple and isinstance(value, list):
         return tuple(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    return _scalar(hint, value, where)
+
+
+def _scalar(hint: Any, value: Any, where: str) -> Any:
+    """Check (and where unambiguous, convert) a scalar against its field type, so a wrong value fails here with
+    its name instead of deep inside a run."""
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 3e-3 (no dot in the mantissa) as a string
+            except ValueError:
+                pass
+        raise UnilensError(f"{where}: expected a number, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UnilensError(f"{where}: expected an integer, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise UnilensError(f"{where}: expected true or false, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, bool, int, float)):
+            return value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+        raise UnilensError(f"{where}: expected a string, got {value!r}")
     return value
 
 
