@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -51,7 +52,9 @@ def eval_section(run: Path) -> str:
             gap = r.get("teacher_forced_swapped_image", float("nan")) - r.get("teacher_forced_true_image", float("nan"))
             answers.append(f"{attr}: answer loss rises by {gap:.3f} nats when the image is swapped")
     figs = sorted((run / "eval").glob("grid_*.png"))[-1:]
-    return _section(f"How well does {run.name} understand and generate?", answers, keep, figs, run)
+    cell = run / "cell.json"  # battery cells are named in their cell.json; their folders are hashes
+    name = json.loads(cell.read_text())["name"] if cell.is_file() else run.name
+    return _section(f"How well does {name} understand and generate?", answers, keep, figs, run)
 
 
 def probe_section(folder: Path) -> str:

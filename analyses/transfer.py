@@ -46,7 +46,8 @@ def _eval_tables(run: str, log) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     last = vqa["step"].max()
     vqa, choices = vqa[vqa["step"] == last], choices[choices["step"] == last]
     first = vqa.iloc[0]
-    return vqa, choices, {"preset": first["preset"], "mixture": first["mixture"], "step": int(last)}
+    tags = {"variant": first["variant"], "preset": first["preset"], "mixture": first["mixture"]}
+    return vqa, choices, {**tags, "seed": int(first["seed"]), "step": int(last)}
 
 
 def per_question(vqa: pd.DataFrame, choices: pd.DataFrame, attribute: str, held_out: list[str]) -> pd.DataFrame:
@@ -139,10 +140,11 @@ def run_cross_model(cfg: TransferConfig, out: Path, log=print) -> pd.DataFrame:
 
 
 def _differences(q: pd.DataFrame, cfg: TransferConfig) -> pd.DataFrame:
-    """Mixed minus understanding-only per preset, resampling images jointly (both models saw the same test)."""
+    """Mixed minus understanding-only per variant and preset (seeds pooled), resampling images jointly (both
+    arms saw the same test images)."""
     rows = []
     rng = np.random.default_rng(cfg.seed)
-    for preset, d in q.groupby("preset"):
+    for (variant, preset), d in q.groupby(["variant", "preset"]):
         arms = {m: g for m, g in d.groupby("mixture")}
         if not {"mixed", "und-only"} <= set(arms):
             continue
@@ -154,7 +156,8 @@ def _differences(q: pd.DataFrame, cfg: TransferConfig) -> pd.DataFrame:
             boots = delta[rng.integers(0, len(delta), (cfg.n_boot, len(delta)))].mean(1)
             rows.append(
                 {
-                    "model": f"mixed - und-only ({preset})",
+                    "model": f"mixed - und-only ({variant}, {preset})",
+                    "variant": variant,
                     "preset": preset,
                     "mixture": "difference",
                     "metric": metric,

@@ -138,6 +138,16 @@ def _report(args: argparse.Namespace) -> None:
     print(f"report written to {path}")
 
 
+def _battery(args: argparse.Namespace) -> None:
+    from analyses.battery import load_battery, run_battery, status_table
+
+    cfg = load_battery(args.config)
+    if args.out:
+        cfg.out = args.out
+    table = run_battery(cfg) if args.battery_command == "run" else status_table(cfg)
+    print(table.to_string(index=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unilens",
@@ -237,6 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="HTML file to write")
     rp.add_argument("--title", default="unilens report")
     rp.set_defaults(func=_report)
+
+    ba = sub.add_parser("battery", help="an experiment grid: train, evaluate, probe, patch, transfer, report")
+    ba_sub = ba.add_subparsers(dest="battery_command", metavar="ACTION", required=True)
+    for action, text in (
+        ("run", "run (or resume) every cell, then the analyses and the report"),
+        ("status", "show which cells are done, running, pending or failed"),
+    ):
+        b = ba_sub.add_parser(action, help=text)
+        b.add_argument("config", help="YAML battery config (see configs/battery/)")
+        b.add_argument("--out", default=None, help="battery folder (overrides the config)")
+        b.set_defaults(func=_battery)
     return parser
 
 

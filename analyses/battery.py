@@ -1,0 +1,214 @@
+"""`unilens battery run|status CONFIG`: an experiment grid declared once, run unattended, reported.
+
+A battery crosses datasets x variants x mixtures x presets x seeds into training cells. Each cell's resolved
+training config (output folder excluded) is hashed: the cell lives in `OUT/cells/<hash>`, so re-running skips
+finished cells, resumes interrupted ones from their last checkpoint, and a changed config makes a new cell instead
+of mixing results. A failed cell records its error in `cell.json` and the others go on. After the cells, the
+battery runs the analyses it asks for over the finished cells (evaluation, probes, patching, transfer) and writes
+one HTML report.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass, field, replace
+from itertools import product
+from pathlib import Path
+
+import pandas as pd
+
+from analyses.patch_layers import PatchConfig, run_patching
+from analyses.probe_layers import ProbeConfig, run_probes
+from analyses.report import write_report
+from analyses.transfer import TransferConfig, run_transfer
+from models.evaluate import EvalConfig, run_eval
+from models.train import TrainConfig, Trainer
+from models.unified import ModelConfig
+from tasks.dataset import DataConfig, make_dataset
+from tasks.splits import ArmConfig
+from unilens.config import from_dict, load_config, to_dict
+from unilens.errors import UnilensError
+from unilens.io import atomic_write_json, sha256_json
+
+
+@dataclass
+class DatasetEntry:
+    path: str
+    config: str = ""  # a data config to render the dataset from when `path` does not exist yet
+
+
+@dataclass
+class BatteryConfig:
+    out: str = "runs/battery/default"
+    embedded: str = "runs/embedded"  # lm/, semantic/, vq/ (and data/, the default dataset)
+    datasets: dict[str, DatasetEntry] = field(default_factory=dict)  # name -> dataset; empty: the embedded data
+    variants: list[str] = field(default_factory=lambda: ["sem-sem"])
+    mixtures: list[str] = field(default_factory=lambda: ["mixed", "und-only"])
+    presets: list[str] = field(default_factory=lambda: ["lora"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: dict = field(default_factory=dict)  # TrainConfig fields shared by every cell (epochs, lr, batch size...)
+    evaluate: bool = True
+    eval_limit: int = 0
+    probes: bool = False
+    probe_dataset: str = ""  # which dataset's cells to probe and patch (default: the first)
+    patching: bool = False
+    patch_pairs: int = 32
+    transfer: dict[str, dict] = field(default_factory=dict)  # dataset name -> {attribute, held_out}
+
+
+@dataclass
+class Cell:
+    name: str
+    dataset: str
+    config: TrainConfig
+    key: str
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.config.out)
+
+
+def load_battery(path: str | Path) -> BatteryConfig:
+    raw = load_config(BatteryConfig, path)
+    raw.datasets = {
+        k: v if isinstance(v, DatasetEntry) else from_dict(DatasetEntry, v, f"datasets.{k}")
+        for k, v in raw.datasets.items()
+    }
+    return raw
+
+
+def cells_of(cfg: BatteryConfig) -> list[Cell]:
+    emb = Path(cfg.embedded)
+    datasets = cfg.datasets or {"default": DatasetEntry(str(emb / "data"))}
+    cells = []
+    for (dname, entry), variant, mixture, preset, seed in product(
+        datasets.items(), cfg.variants, cfg.mixtures, cfg.presets, cfg.seeds
+    ):
+        model = ModelConfig(
+            variant=variant, llm=str(emb / "lm"), semantic_encoder=str(emb / "semantic"), vq_encoder=str(emb / "vq")
+        )
+        base = from_dict(TrainConfig, cfg.train, "battery train")
+        tc = replace(
+            base,
+            dataset=entry.path,
+            model=model,
+            arm=ArmConfig(mixture=mixture),
+            freeze=replace(base.freeze, preset=preset),
+            seed=seed,
+            out="",
+        )
+        resolved = to_dict(tc)
+        resolved.pop("out")
+        key = sha256_json(resolved)[:12]
+        name = f"{dname}.{variant}.{mixture}.{preset}.s{seed}"
+        tc.out = str(Path(cfg.out) / "cells" / key)
+        cells.append(Cell(name, dname, tc, key))
+    return cells
+
+
+def _status(cell: Cell) -> dict:
+    path = cell.folder / "cell.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"status": "running" if (cell.folder / "config.yaml").is_file() else "pending"}
+
+
+def _mark(cell: Cell, **info) -> None:
+    cell.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cell.folder / "cell.json", {"name": cell.name, "key": cell.key, **info})
+
+
+def status_table(cfg: BatteryConfig) -> pd.DataFrame:
+    rows = []
+    for cell in cells_of(cfg):
+        st = _status(cell)
+        ckpts = sorted((cell.folder / "checkpoints").glob("step-*")) if (cell.folder / "checkpoints").is_dir() else []
+        rows.append(
+            {
+                "cell": cell.name,
+                "key": cell.key,
+                "status": st["status"],
+                "checkpoint": ckpts[-1].name if ckpts else "",
+                "error": st.get("error", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _datasets(cfg: BatteryConfig, log) -> None:
+    for name, entry in cfg.datasets.items():
+        if Path(entry.path).is_dir():
+            continue
+        if not entry.config:
+            raise UnilensError(f"dataset '{name}' not found at {entry.path} and no `config:` to render it from")
+        log(f"[battery] rendering dataset {name} -> {entry.path}")
+        make_dataset(load_config(DataConfig, entry.config), entry.path, progress=False)
+
+
+def run_battery(cfg: BatteryConfig, log=print) -> pd.DataFrame:
+    _datasets(cfg, log)
+    cells = cells_of(cfg)
+    for i, cell in enumerate(cells):
+        st = _status(cell)
+        if st["status"] == "done":
+            log(f"[battery] {i + 1}/{len(cells)} {cell.name}: done, skipped")
+            continue
+        verb = "training" if st["status"] == "pending" else "resuming"
+        log(f"[battery] {i + 1}/{len(cells)} {cell.name} ({cell.key}): {verb}")
+        try:
+            Trainer(cell.config, progress=False).train()
+            if cfg.evaluate:
+                run_eval(
+                    cell.folder,
+                    cell.folder / "eval",
+                    EvalConfig(limit=cfg.eval_limit, captions=False, generation=False),
+                    None,
+                    log=lambda *_: None,
+                )
+            _mark(cell, status="done")
+        except Exception as exc:  # one failed cell must not stop the battery
+            _mark(cell, status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            log(f"[battery] {cell.name} failed: {type(exc).__name__}: {exc}")
+    done = [c for c in cells if _status(c)["status"] == "done"]
+    folders = _analyses(cfg, done, log)
+    if folders:
+        write_report(folders, Path(cfg.out) / "report.html", title=f"unilens battery {Path(cfg.out).name}")
+        log(f"[battery] report: {Path(cfg.out) / 'report.html'}")
+    return status_table(cfg)
+
+
+def _analyses(cfg: BatteryConfig, done: list[Cell], log) -> list[Path]:
+    out, folders = Path(cfg.out), []
+    if cfg.evaluate:
+        folders += [c.folder for c in done]
+    datasets = list(cfg.datasets) or ["default"]
+    probe_ds = cfg.probe_dataset or datasets[0]
+    probe_cells = {c.name: str(c.folder) for c in done if c.dataset == probe_ds}
+    if cfg.probes and probe_cells:
+        folder = out / "probes"
+        run_probes(
+            ProbeConfig(models=probe_cells, out=str(folder), seeds=[0, 1, 2] if len(cfg.seeds) == 1 else [0]), log=log
+        )
+        folders.append(folder)
+    if cfg.patching and probe_cells:
+        folder = out / "patching"
+        run_patching(
+            PatchConfig(models=probe_cells, out=str(folder), n_pairs=cfg.patch_pairs, site_kinds=["resid_post"]),
+            log=log,
+        )
+        folders.append(folder)
+    for dname, spec in cfg.transfer.items():
+        models = {c.name: str(c.folder) for c in done if c.dataset == dname}
+        pairs = []
+        for c in done:
+            if c.dataset == dname and c.config.arm.mixture == "mixed":
+                twin = c.name.replace(".mixed.", ".und-only.")
+                if twin in models:
+                    pairs.append({"donor": c.name, "recipient": twin})
+        if not models:
+            continue
+        folder = out / f"transfer_{dname}"
+        run_transfer(TransferConfig(models=models, out=str(folder), cross_model=pairs, **spec), log=log)
+        folders.append(folder)
+    return folders

@@ -1,0 +1,76 @@
+"""Batteries: content-addressed cells that skip when done, isolate failures, and end in one report."""
+
+import json
+
+import yaml
+
+from analyses.battery import cells_of, load_battery, run_battery, status_table
+from unilens.cli import main
+
+
+def _battery(tiny_embedded, tmp_path, **over):
+    from dataclasses import replace
+
+    from models.embedded import tiny_embedded as tiny_cfg
+    from unilens.config import to_dict
+
+    data = replace(
+        tiny_cfg(tiny_embedded).data,
+        share_images=False,
+        und_frequencies={"weather": {"sunny": 1.0, "cloudy": 0.0, "raining": 0.0}},
+        n_test_images=24,
+    )
+    (tmp_path / "weather.yaml").write_text(yaml.safe_dump(to_dict(data)))
+    cfg = yaml.safe_load(open("configs/battery/smoke.yaml"))
+    cfg.update(
+        out=str(tmp_path / "battery"),
+        embedded=str(tiny_embedded),
+        datasets={
+            "default": {"path": str(tiny_embedded / "data")},
+            "weather": {"path": str(tmp_path / "weather"), "config": str(tmp_path / "weather.yaml")},
+        },
+    )
+    cfg["train"]["cache_dir"] = str(tmp_path / "cache")
+    cfg.update(over)
+    path = tmp_path / "battery.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_battery_runs_skips_isolates_failures_and_reports(tiny_embedded, tmp_path):
+    path = _battery(tiny_embedded, tmp_path, variants=["sem-sem", "no-such-variant"])
+    cfg = load_battery(path)
+    lines = []
+    table = run_battery(cfg, log=lines.append)
+    assert len(table) == 8  # 2 datasets x 2 variants x 2 mixtures
+    assert (table[table["cell"].str.contains("sem-sem")]["status"] == "done").all()
+    failed = table[table["cell"].str.contains("no-such-variant")]
+    assert (failed["status"] == "failed").all() and failed["error"].str.contains("unknown variant").all()
+    report = (tmp_path / "battery" / "report.html").read_text()
+    assert report.count("<section>") == 4 + 3  # 4 evaluated cells, probes, patching, transfer
+    assert "mixed - und-only (sem-sem, lora)" in report
+    done = [c for c in cells_of(cfg) if "sem-sem" in c.name]
+    stamps = {c.key: (c.folder / "summary.json").stat().st_mtime_ns for c in done}
+    lines.clear()
+    run_battery(cfg, log=lines.append)
+    assert sum("done, skipped" in line for line in lines) == 4
+    assert stamps == {c.key: (c.folder / "summary.json").stat().st_mtime_ns for c in done}
+    cell = json.loads((done[0].folder / "cell.json").read_text())
+    assert cell["status"] == "done" and cell["name"] == done[0].name
+
+
+def test_cells_are_content_addressed(tiny_embedded, tmp_path):
+    a = {c.name: c.key for c in cells_of(load_battery(_battery(tiny_embedded, tmp_path)))}
+    changed = {"epochs": 2.0, "batch_size": 8, "checkpoint_fractions": [1.0], "cache_dir": str(tmp_path / "cache")}
+    b = {c.name: c.key for c in cells_of(load_battery(_battery(tiny_embedded, tmp_path, train=changed)))}
+    assert a.keys() == b.keys() and len(set(a.values())) == len(a)
+    assert not set(a.values()) & set(b.values())  # a changed config never reuses a finished cell
+    assert a == {c.name: c.key for c in cells_of(load_battery(_battery(tiny_embedded, tmp_path)))}
+
+
+def test_battery_status_cli(tiny_embedded, tmp_path, capsys):
+    path = _battery(tiny_embedded, tmp_path)
+    assert main(["battery", "status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("pending") == 4
+    assert status_table(load_battery(path))["status"].eq("pending").all()
