@@ -45,6 +45,7 @@ class EvalConfig:
     generation: bool = True
     n_boot: int = 1000
     grid_images: int = 8
+    fid_weights: str = ""  # a local TorchScript Inception: adds FID of VQ generations against the test images
 
 
 def _batches(items: list, size: int):
@@ -67,6 +68,7 @@ class Evaluator:
         self.encoder = Encoder(built.tokenizer, self.und_space.num_tokens)
         self.gen_encoder = Encoder(built.tokenizer, self.gen_space.num_tokens)
         self.device = next(self.model.parameters()).device
+        self.fid: float | None = None
 
     def decode_text(self, ids: list[int]) -> str:
         return self.built.tokenizer.decode(ids, skip_special_tokens=True).strip()
@@ -199,6 +201,11 @@ class Evaluator:
             pixels = np.concatenate([to_uint8(vq.decode(t)) for t in torch.split(tokens, 64)])
             read = reader.read(pixels) if reader is not None else None
             cos = None
+            if self.cfg.fid_weights:
+                from models.fid import fid, load_feature_net
+
+                truth = np.stack([self.dataset.images[r["image"]] for r in records])
+                self.fid = fid(load_feature_net(self.cfg.fid_weights), pixels, truth)
         else:
             pixels = None
             read = feature_probes.predict(tokens.numpy()) if feature_probes is not None else None
@@ -421,6 +428,11 @@ def run_eval(
             gen, generated = ev.generation(reader, probes)
             ev.grid(generated, out / f"grid_{ckpt.name}.png", cfg.grid_images)
         summary = summary_table(vqa, caps, gen, cfg.n_boot, reliance, choices)
+        if ev.fid is not None:  # one number per checkpoint: no bootstrap (each resample would need new statistics)
+            fid_row = {"task": "generation", "attribute": "fid", "value": "all", "metric": "fid", "mean": ev.fid}
+            summary = pd.concat([summary, pd.DataFrame([{**fid_row, "lo": np.nan, "hi": np.nan, "n": len(gen)}])])
+        elif cfg.fid_weights and cfg.generation:
+            log(f"[eval] {ckpt}: FID skipped: it applies to VQ (pixel) generations, this model generates features")
         named = (
             ("vqa", vqa),
             ("choices", choices),

@@ -1,5 +1,6 @@
 """Decoding with and without the KV cache, the attribute reader, and `unilens eval` end to end."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -162,3 +163,44 @@ def test_choice_scores_match_teacher_forced_answers_and_restrict(loaded_vq_run, 
     only = choice_predictions(choices, among={"weather": ["cloudy", "raining"]})
     w = only[only["attribute"] == "weather"]
     assert set(w["candidate"]) <= {"cloudy", "raining"} and set(w["value"]) <= {"cloudy", "raining"}
+
+
+def test_frechet_distance_is_zero_for_one_set_and_the_squared_shift_for_a_moved_one():
+    import numpy as np
+
+    from models.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 4))
+    assert abs(frechet_distance(a, a)) < 1e-6
+    shift = np.array([1.0, -2.0, 0.0, 0.5])
+    assert abs(frechet_distance(a, a + shift) - (shift**2).sum()) < 1e-6  # same covariance, moved mean
+    b = rng.normal(size=(4000, 4)) * 2.0  # covariance 4I against I: trace term (1 + 4 - 2*2) per dimension
+    assert abs(frechet_distance(a, b) - 4.0) < 0.3
+
+
+def test_eval_reports_fid_with_a_local_torchscript_network(trained_runs, tmp_path):
+    class Features(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) / 255.0
+
+    net = tmp_path / "inception.pt"
+    torch.jit.script(Features()).save(str(net))
+    run = trained_runs["vq-vq"].out
+    summary = run_eval(
+        run,
+        tmp_path / "eval",
+        EvalConfig(limit=6, captions=False, n_boot=20, fid_weights=str(net)),
+        None,
+        log=lambda *_: None,
+    )
+    row = summary[summary["metric"] == "fid"]
+    assert len(row) == 1 and np.isfinite(row["mean"].iloc[0]) and row["mean"].iloc[0] > 0
+    with pytest.raises(UnilensError, match="FID weights not found"):
+        run_eval(
+            run,
+            tmp_path / "eval2",
+            EvalConfig(limit=6, captions=False, fid_weights=str(tmp_path / "no.pt")),
+            None,
+            log=lambda *_: None,
+        )

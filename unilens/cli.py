@@ -91,7 +91,12 @@ def _reader_train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from models.evaluate import EvalConfig, run_eval
 
-    cfg = EvalConfig(limit=args.limit, captions=not args.no_captions, generation=not args.no_generation)
+    cfg = EvalConfig(
+        limit=args.limit,
+        captions=not args.no_captions,
+        generation=not args.no_generation,
+        fid_weights=args.fid_weights or "",
+    )
     run_eval(args.target, args.out, cfg, args.reader, which=args.checkpoints)
 
 
@@ -220,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=0, help="only the first N test images")
     ev.add_argument("--no-captions", action="store_true")
     ev.add_argument("--no-generation", action="store_true")
+    ev.add_argument("--fid-weights", default=None, help="local TorchScript Inception file: adds FID (VQ generations)")
     ev.set_defaults(func=_eval)
 
     pr = sub.add_parser("probe", help="layer-wise and cross-context linear probes over trained models: CSV + plots")
