@@ -44,6 +44,7 @@ class PatchConfig:
     seed: int = 0
     batch_cells: int = 8  # cells patched in one forward pass
     n_boot: int = 1000
+    min_gap: float = 0.1  # smallest clean - corrupt logit difference whose normalised effects are reported
 
 
 def cells_for(n_layers: int, kinds: list[str], groups: list[str]) -> list[Cell]:
@@ -66,8 +67,12 @@ def site_layer(site: str) -> tuple[str, int]:
     return hook.removeprefix("hook_"), int(layer)
 
 
-def summarize_effects(df: pd.DataFrame, keys: list[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Ratio-of-means effect per cell with a bootstrap CI over pairs, and whether clean and corrupt differ."""
+def summarize_effects(
+    df: pd.DataFrame, keys: list[str], n_boot: int = 1000, seed: int = 0, min_gap: float = 0.1
+) -> pd.DataFrame:
+    """Ratio-of-means effect per cell with a bootstrap CI over pairs, and whether clean and corrupt differ: the
+    CI of their logit-difference gap excludes 0 and the gap is at least `min_gap` (a ratio over a smaller gap
+    amplifies noise into effects of any size)."""
     rng = np.random.default_rng(seed)
     rows = []
     for key, g in df.groupby(keys, sort=True):
@@ -85,7 +90,7 @@ def summarize_effects(df: pd.DataFrame, keys: list[str], n_boot: int = 1000, see
                 "lo": float(np.quantile(boots, 0.025)),
                 "hi": float(np.quantile(boots, 0.975)),
                 "clean_minus_corrupt": float(sep.mean()),
-                "separates": bool(np.quantile(sep_boot, 0.025) > 0),
+                "separates": bool(np.quantile(sep_boot, 0.025) > 0 and sep.mean() >= min_gap),
                 "n": len(g),
             }
         )
@@ -169,7 +174,7 @@ def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
         ignore_index=True,
     )
     keys = ["model", "attribute", "mode", "site", "site_kind", "layer", "group"]
-    summary = summarize_effects(per_example, keys, cfg.n_boot, cfg.seed)
+    summary = summarize_effects(per_example, keys, cfg.n_boot, cfg.seed, cfg.min_gap)
     atomic_write_text(out / "patching.csv", per_example.to_csv(index=False))
     atomic_write_text(out / "patching_summary.csv", summary.to_csv(index=False))
     for attribute in cfg.attributes:

@@ -231,12 +231,15 @@ def plot_patching_heatmap(summary: pd.DataFrame, attribute: str, mode: str, path
     for ax, (model, kind) in zip(axes[0], panels, strict=False):
         md = d[(d["model"] == model) & d["site_kind"].isin([kind, "adapter"])]
         grid = md.pivot_table(index="group", columns="layer", values="effect")
-        image = ax.imshow(grid.to_numpy(), cmap="RdBu_r", norm=TwoSlopeNorm(0, -1, 1), aspect="auto")
+        noise = not md["separates"].all()  # no clean-corrupt gap: the ratios are noise, so none are drawn
+        values = np.full(grid.shape, np.nan) if noise else grid.to_numpy()
+        image = ax.imshow(values, cmap="RdBu_r", norm=TwoSlopeNorm(0, -1, 1), aspect="auto")
         ax.set_yticks(range(len(grid.index)), grid.index)
         ax.set_xticks(range(len(grid.columns)), ["adapter" if c == -1 else str(c) for c in grid.columns])
         ax.set_xlabel("layer")
         base = md[["clean_minus_corrupt"]].mean().iloc[0]
-        ax.set_title(f"{model}: {kind}\nclean - corrupt logit diff {base:.2f}", fontsize=8)
+        note = " (no gap: not drawn)" if noise else ""
+        ax.set_title(f"{model}: {kind}\nclean - corrupt logit diff {base:.2f}{note}", fontsize=8)
         fig.colorbar(image, ax=ax, fraction=0.04)
     fig.suptitle(f"Where does patching {'restore' if mode == 'denoise' else 'destroy'} the '{attribute}' answer?")
     fig.tight_layout()
