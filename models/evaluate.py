@@ -252,9 +252,31 @@ class Evaluator:
             sheet.paste(Image.fromarray(self.dataset.images[rec["image"]]), (cell, y))
             if generated["pixels"] is not None:
                 sheet.paste(Image.fromarray(generated["pixels"][i]), (2 * cell, y))
-            else:
-                draw.text((2 * cell + 4, y + size // 2), "semantic output:\nno pixels", fill="gray")
+            else:  # features have no pixels: show the training image whose features are nearest
+                nearest = self.nearest_training_images(generated["tokens"][:n])
+                sheet.paste(Image.fromarray(self.dataset.images[nearest[i]]), (2 * cell, y))
+                draw.text((2 * cell + 2, y + 2), "nearest train", fill="gray")
         sheet.save(path)
+
+    @torch.no_grad()
+    def nearest_training_images(self, features: torch.Tensor) -> list[str]:
+        """For generated semantic features (B, T, D): the training image with the most similar features (cosine
+        of standardised, token-pooled features)."""
+        ids = sorted({r["image"] for r in self.dataset.train if r.get("image")})
+        norm = self.model.norm_out
+        dev = norm.mean.device
+
+        def pooled(x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.normalize(norm(x.to(dev).float()).flatten(1), dim=-1)
+
+        bank = torch.cat(
+            [
+                pooled(torch.stack([self.gen_space.targets(i) for i in ids[k : k + 256]]))
+                for k in range(0, len(ids), 256)
+            ]
+        )
+        best = (pooled(features) @ bank.T).argmax(-1).cpu().tolist()
+        return [ids[j] for j in best]
 
 
 def summary_table(

@@ -204,3 +204,18 @@ def test_eval_reports_fid_with_a_local_torchscript_network(trained_runs, tmp_pat
             None,
             log=lambda *_: None,
         )
+
+
+def test_semantic_generations_are_shown_by_their_nearest_training_image(trained_runs, tmp_path):
+    from models.build import load_checkpoint
+
+    cfg = trained_runs["sem-sem"]
+    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
+    dataset = load_dataset(cfg.dataset)
+    ev = Evaluator(built, dataset, cfg.cache_dir, EvalConfig(limit=4))
+    ids = sorted({r["image"] for r in dataset.train})[3:6]
+    own = torch.stack([ev.gen_space.targets(i) for i in ids])
+    assert ev.nearest_training_images(own) == ids
+    _, generated = ev.generation(None, None)
+    ev.grid(generated, tmp_path / "grid.png", 4)
+    assert (tmp_path / "grid.png").stat().st_size > 1000
