@@ -33,10 +33,18 @@ class Workspace:
     probe_runs: dict[str, Path] = field(default_factory=dict)  # "mixed+lora" -> run folder
     transfer_runs: dict[str, Path] = field(default_factory=dict)
     results: Path = Path("runs")  # where CLI result folders (probes, patching, transfer reports) live
+    missing: dict[str, list[str]] = field(default_factory=dict)  # part -> commands that would make it
 
     @property
     def data(self) -> Path:
         return self.embedded / "data"
+
+    def require(self, *parts: str) -> None:
+        """Fail with the commands to run when a part a notebook needs is missing ("embedded", "transfer_data",
+        "probe_set", "transfer")."""
+        commands = [c for part in parts for c in self.missing.get(part, [])]
+        if commands:
+            raise UnilensError("this needs runs that do not exist yet; run:\n  " + "\n  ".join(commands))
 
 
 def _names() -> list[tuple[str, str, str]]:
@@ -53,15 +61,20 @@ def _full() -> Workspace:
     ws = Workspace(False, Path("runs"), Path("runs/embedded"), Path("runs/data/weather_transfer"))
     ws.probe_runs = {n: Path(f"runs/probe_set/sem-sem-{a}-{p}") for n, a, p in _names()}
     ws.transfer_runs = {n: Path(f"runs/transfer/weather-sem-sem-{a}-{p}") for n, a, p in _names()}
+    make_split = "unilens data make configs/data/weather_transfer.yaml --out runs/data/weather_transfer"
     needs = {
-        ws.embedded / "lm": "unilens embedded build configs/embedded.yaml",
-        **{r: f"unilens train configs/train/probe_set/{r.name}.yaml" for r in ws.probe_runs.values()},
-        ws.transfer_data: "unilens data make configs/data/weather_transfer.yaml --out runs/data/weather_transfer",
-        **{r: f"unilens train configs/train/transfer/{r.name}.yaml" for r in ws.transfer_runs.values()},
+        "embedded": {ws.embedded / "lm": "unilens embedded build configs/embedded.yaml"},
+        "probe_set": {r: f"unilens train configs/train/probe_set/{r.name}.yaml" for r in ws.probe_runs.values()},
+        "transfer_data": {ws.transfer_data: make_split},
+        "transfer": {
+            ws.transfer_data: make_split,
+            **{r: f"unilens train configs/train/transfer/{r.name}.yaml" for r in ws.transfer_runs.values()},
+        },
     }
-    missing = [cmd for path, cmd in needs.items() if not path.exists()]
-    if missing:
-        raise UnilensError("the full workspace is incomplete; run:\n  " + "\n  ".join(missing))
+    for part, paths in needs.items():
+        missing = [cmd for path, cmd in paths.items() if not path.exists()]
+        if missing:
+            ws.missing[part] = missing
     return ws
 
 

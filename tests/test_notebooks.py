@@ -53,3 +53,16 @@ def test_report_over_the_smoke_results(smoke_dir, tmp_path):
     assert page.count("<section>") == 4
     assert "data:image/png;base64," in page and "held-out multiple choice" in page
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "x.html")]) == 2
+
+
+def test_full_workspace_names_the_commands_for_what_is_missing(tmp_path, monkeypatch):
+    from analyses.workspace import workspace
+    from unilens.errors import UnilensError
+
+    monkeypatch.chdir(tmp_path)
+    ws = workspace(smoke=False)
+    assert set(ws.missing) == {"embedded", "transfer_data", "probe_set", "transfer"}
+    with pytest.raises(UnilensError, match=r"unilens embedded build configs/embedded\.yaml"):
+        ws.require("embedded")
+    with pytest.raises(UnilensError, match=r"configs/train/probe_set/sem-sem-mixed-lora\.yaml"):
+        ws.require("probe_set")
