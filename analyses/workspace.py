@@ -41,7 +41,7 @@ class Workspace:
 
     def require(self, *parts: str) -> None:
         """Fail with the commands to run when a part a notebook needs is missing ("embedded", "transfer_data",
-        "probe_set", "transfer")."""
+        "transfer_lora", "probe_set", "transfer")."""
         commands = [c for part in parts for c in self.missing.get(part, [])]
         if commands:
             raise UnilensError("this needs runs that do not exist yet; run:\n  " + "\n  ".join(commands))
@@ -66,6 +66,14 @@ def _full() -> Workspace:
         "embedded": {ws.embedded / "lm": "unilens embedded build configs/embedded.yaml"},
         "probe_set": {r: f"unilens train configs/train/probe_set/{r.name}.yaml" for r in ws.probe_runs.values()},
         "transfer_data": {ws.transfer_data: make_split},
+        "transfer_lora": {
+            ws.transfer_data: make_split,
+            **{
+                r: f"unilens train configs/train/transfer/{r.name}.yaml"
+                for n, r in ws.transfer_runs.items()
+                if n.endswith("+lora")
+            },
+        },
         "transfer": {
             ws.transfer_data: make_split,
             **{r: f"unilens train configs/train/transfer/{r.name}.yaml" for r in ws.transfer_runs.values()},

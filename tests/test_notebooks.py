@@ -61,7 +61,7 @@ def test_full_workspace_names_the_commands_for_what_is_missing(tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     ws = workspace(smoke=False)
-    assert set(ws.missing) == {"embedded", "transfer_data", "probe_set", "transfer"}
+    assert set(ws.missing) == {"embedded", "transfer_data", "transfer_lora", "probe_set", "transfer"}
     with pytest.raises(UnilensError, match=r"unilens embedded build configs/embedded\.yaml"):
         ws.require("embedded")
     with pytest.raises(UnilensError, match=r"configs/train/probe_set/sem-sem-mixed-lora\.yaml"):
