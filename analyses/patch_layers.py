@@ -97,8 +97,11 @@ def summarize_effects(
     return pd.DataFrame(rows)
 
 
-def _integrated_gradients(model, pairs, clean, good, bad, image_size: int, out: Path, name: str, attribute: str):
-    """IG heatmaps over the image-token grid of the first clean examples, overlaid on their images."""
+def _integrated_gradients(
+    model, pairs, clean, good, bad, image_size: int, out: Path, name: str, attribute: str
+) -> pd.DataFrame:
+    """IG heatmaps over the image-token grid of the first clean examples, overlaid on their images; returns the
+    convergence rows."""
     k = min(8, clean.ids.shape[0])
     sub = clean.head(k)
     attr, delta = integrated_gradients(model, sub, good[:k], bad[:k])
@@ -110,7 +113,7 @@ def _integrated_gradients(model, pairs, clean, good, bad, image_size: int, out: 
         out / f"ig_{attribute}_{safe}.png",
         title=f"Which image tokens drive the '{attribute}' answer? ({name}, integrated gradients)",
     )
-    rows = pd.DataFrame(
+    return pd.DataFrame(
         {
             "model": name,
             "attribute": attribute,
@@ -119,12 +122,12 @@ def _integrated_gradients(model, pairs, clean, good, bad, image_size: int, out: 
             "total": attr.sum(1).cpu().numpy(),
         }
     )
-    path = out / "ig_convergence.csv"
-    previous = pd.read_csv(path) if path.is_file() else pd.DataFrame()
-    atomic_write_text(path, pd.concat([previous, rows], ignore_index=True).to_csv(index=False))
 
 
-def patch_model(ckpt: Path, cfg: PatchConfig, name: str, log=print, ig_out: Path | None = None) -> pd.DataFrame:
+def patch_model(
+    ckpt: Path, cfg: PatchConfig, name: str, log=print, ig_out: Path | None = None
+) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """Per-example patching effects of one model, and its IG convergence rows (IG figures go to `ig_out`)."""
     built, manifest = load_checkpoint(ckpt)
     dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
     image_size = int(dataset.manifest["config"]["image_size"])
@@ -133,7 +136,7 @@ def patch_model(ckpt: Path, cfg: PatchConfig, name: str, log=print, ig_out: Path
     model = built.model.eval()
     device = next(model.parameters()).device
     cells = cells_for(HookedVLM(model).n_layers, cfg.site_kinds, cfg.groups)
-    parts = []
+    parts, ig_rows = [], []
     for attribute in cfg.attributes:
         pairs = build_pairs(built, watches, attribute, image_size, seed=cfg.seed)
         clean, corrupt = pairs.clean.to(device), pairs.corrupt.to(device)
@@ -145,19 +148,14 @@ def patch_model(ckpt: Path, cfg: PatchConfig, name: str, log=print, ig_out: Path
                 df = df.merge(est[["site", "group", "example", "estimated_change"]], on=["site", "group", "example"])
             parts.append(df.assign(attribute=attribute))
         if ig_out is not None:
-            _integrated_gradients(model, pairs, clean, good, bad, image_size, ig_out, name, attribute)
+            ig_rows.append(_integrated_gradients(model, pairs, clean, good, bad, image_size, ig_out, name, attribute))
         log(f"[patch] {name} {attribute}: {len(watches)} pairs x {len(cells)} cells x {len(cfg.modes)} modes")
     out = pd.concat(parts, ignore_index=True)
     kinds_layers = out["site"].map(site_layer)
     out["site_kind"] = [k for k, _ in kinds_layers]
     out["layer"] = [lay for _, lay in kinds_layers]
-    return out.assign(
-        model=name,
-        variant=manifest["variant"],
-        preset=manifest["preset"],
-        mixture=manifest["arm"]["mixture"],
-        checkpoint=str(ckpt),
-    )
+    tags = {"variant": manifest["variant"], "preset": manifest["preset"], "mixture": manifest["arm"]["mixture"]}
+    return out.assign(model=name, **tags, checkpoint=str(ckpt)), ig_rows
 
 
 def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
@@ -168,11 +166,14 @@ def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
         raise UnilensError(f"cannot patch attributes {sorted(bad)}; patchable attributes: {list(PATCHABLE)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ig_convergence.csv").unlink(missing_ok=True)
-    per_example = pd.concat(
-        [patch_model(checkpoints_of(t, "last")[0], cfg, name, log, ig_out=out) for name, t in cfg.models.items()],
-        ignore_index=True,
-    )
+    parts, ig_rows = [], []
+    for name, target in cfg.models.items():
+        effects, ig = patch_model(checkpoints_of(target, "last")[0], cfg, name, log, ig_out=out)
+        parts.append(effects)
+        ig_rows += ig
+    per_example = pd.concat(parts, ignore_index=True)
+    if ig_rows:
+        atomic_write_text(out / "ig_convergence.csv", pd.concat(ig_rows, ignore_index=True).to_csv(index=False))
     keys = ["model", "attribute", "mode", "site", "site_kind", "layer", "group"]
     summary = summarize_effects(per_example, keys, cfg.n_boot, cfg.seed, cfg.min_gap)
     atomic_write_text(out / "patching.csv", per_example.to_csv(index=False))

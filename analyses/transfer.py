@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from analyses.plots import plot_cross_model, plot_transfer
@@ -143,7 +142,6 @@ def _differences(q: pd.DataFrame, cfg: TransferConfig) -> pd.DataFrame:
     """Mixed minus understanding-only per variant and preset (seeds pooled), resampling images jointly (both
     arms saw the same test images)."""
     rows = []
-    rng = np.random.default_rng(cfg.seed)
     for (variant, preset), d in q.groupby(["variant", "preset"]):
         arms = {m: g for m, g in d.groupby("mixture")}
         if not {"mixed", "und-only"} <= set(arms):
@@ -152,8 +150,8 @@ def _differences(q: pd.DataFrame, cfg: TransferConfig) -> pd.DataFrame:
             a = arms["mixed"].groupby("image")[metric].mean()
             b = arms["und-only"].groupby("image")[metric].mean()
             images = a.index.intersection(b.index)
-            delta = (a[images] - b[images]).to_numpy()
-            boots = delta[rng.integers(0, len(delta), (cfg.n_boot, len(delta)))].mean(1)
+            delta = (a[images] - b[images]).to_numpy()  # one value per image: resampling them pairs the arms
+            mean, lo, hi = bootstrap_ci(delta, n_boot=cfg.n_boot, seed=cfg.seed)
             rows.append(
                 {
                     "model": f"mixed - und-only ({variant}, {preset})",
@@ -161,9 +159,9 @@ def _differences(q: pd.DataFrame, cfg: TransferConfig) -> pd.DataFrame:
                     "preset": preset,
                     "mixture": "difference",
                     "metric": metric,
-                    "mean": float(delta.mean()),
-                    "lo": float(np.quantile(boots, 0.025)),
-                    "hi": float(np.quantile(boots, 0.975)),
+                    "mean": mean,
+                    "lo": lo,
+                    "hi": hi,
                     "chance": 0.0,
                     "n": len(delta),
                 }

@@ -68,7 +68,6 @@ class Evaluator:
         self.encoder = Encoder(built.tokenizer, self.und_space.num_tokens)
         self.gen_encoder = Encoder(built.tokenizer, self.gen_space.num_tokens)
         self.device = next(self.model.parameters()).device
-        self.fid: float | None = None
 
     def decode_text(self, ids: list[int]) -> str:
         return self.built.tokenizer.decode(ids, skip_special_tokens=True).strip()
@@ -99,6 +98,17 @@ class Evaluator:
         return score_vqa(rows)
 
     @torch.no_grad()
+    def _span_scores(self, batch, spans: list[tuple[int, int, int]]) -> list[tuple[float, float]]:
+        """Teacher-forced (log-probability, all tokens argmax-correct) of each (row, start, end) token span."""
+        logp = self.model.text_logits(self.model.hidden(batch.to(self.device))).float().log_softmax(-1)
+        labels = batch.labels.to(self.device)
+        out = []
+        for row, start, end in spans:
+            lab, lp = labels[row, start - 1 : end - 1], logp[row, start - 1 : end - 1]
+            out.append((float(lp.gather(1, lab[:, None]).sum()), float((lp.argmax(-1) == lab).all())))
+        return out
+
+    @torch.no_grad()
     def image_reliance(self) -> pd.DataFrame:
         """Does the model look at the image? Teacher-forced answers scored with each record's own image and with
         another record's image (a fixed derangement). Equal scores mean the answers come from priors alone."""
@@ -115,19 +125,19 @@ class Evaluator:
                 chunk = [seqs[i] for i in idx]
                 batch = collate(chunk, self.und_space, self.gen_space, self.encoder.pad_id)
                 batch.und_inputs = torch.cat([self.und_space.inputs(seqs[source[i]].image) for i in idx])
-                batch = batch.to(self.device)
-                logits = self.model.text_logits(self.model.hidden(batch)).float()
-                for j, s in enumerate(chunk):
-                    for turn, (start, end, attribute) in enumerate(s.answers):
-                        lab, lg = batch.labels[j, start - 1 : end - 1], logits[j, start - 1 : end - 1]
+                spans = [(j, start, end) for j, s in enumerate(chunk) for start, end, _ in s.answers]
+                scores = iter(self._span_scores(batch, spans))
+                for s in chunk:
+                    for turn, (_start, _end, attribute) in enumerate(s.answers):
+                        logp, exact = next(scores)
                         rows.append(
                             {
                                 "image": s.image,
                                 "attribute": attribute,
                                 "turn": turn,
                                 "condition": condition,
-                                "answer_nll": float(torch.nn.functional.cross_entropy(lg, lab, reduction="sum")),
-                                "exact_tf": float((lg.argmax(-1) == lab).all()),
+                                "answer_nll": -logp,
+                                "exact_tf": exact,
                             }
                         )
         return pd.DataFrame(rows)
@@ -143,13 +153,13 @@ class Evaluator:
             for prompt, attribute, turn in question_prompts(self.encoder, rec):
                 if attribute not in attributes:
                     continue
+                truth = str(getattr(watch, attribute))
                 for candidate in ATTRIBUTE_VALUES[attribute]:
                     seq = prompt.prefix(len(prompt), "understand")
                     start = len(seq)
                     seq.add_text(self.encoder.text(str(candidate)), "answer", supervised=True)
                     seq.add_text([self.built.tokenizer.eos_token_id], "answer", supervised=True)
                     seqs.append((seq, start))
-                    truth = str(getattr(watch, attribute))
                     rows.append(
                         {
                             "image": rec["image"],
@@ -162,11 +172,8 @@ class Evaluator:
         logps = []
         for chunk in _batches(seqs, self.cfg.batch_size):
             batch = collate([c[0] for c in chunk], self.und_space, self.gen_space, self.encoder.pad_id)
-            batch = batch.to(self.device)
-            logits = self.model.text_logits(self.model.hidden(batch)).float().log_softmax(-1)
-            for j, (seq, start) in enumerate(chunk):
-                lab = batch.labels[j, start - 1 : len(seq) - 1]
-                logps.append(float(logits[j, start - 1 : len(seq) - 1].gather(1, lab[:, None]).sum()))
+            spans = [(j, start, len(seq)) for j, (seq, start) in enumerate(chunk)]
+            logps += [logp for logp, _ in self._span_scores(batch, spans)]
         table = pd.DataFrame(rows)
         if not len(table):
             return table
@@ -201,11 +208,6 @@ class Evaluator:
             pixels = np.concatenate([to_uint8(vq.decode(t)) for t in torch.split(tokens, 64)])
             read = reader.read(pixels) if reader is not None else None
             cos = None
-            if self.cfg.fid_weights:
-                from models.fid import fid, load_feature_net
-
-                truth = np.stack([self.dataset.images[r["image"]] for r in records])
-                self.fid = fid(load_feature_net(self.cfg.fid_weights), pixels, truth)
         else:
             pixels = None
             read = feature_probes.predict(tokens.numpy()) if feature_probes is not None else None
@@ -238,6 +240,8 @@ class Evaluator:
         cell = max(size, 160)
         sheet = Image.new("RGB", (3 * cell, len(records) * (size + 4)), "white")
         draw = ImageDraw.Draw(sheet)
+        # features have no pixels: show each generation by the training image whose features are nearest
+        nearest = self.nearest_training_images(generated["tokens"][:n]) if generated["pixels"] is None else None
         for i, rec in enumerate(records):
             y = i * (size + 4)
             prompt = rec["conversations"][0]["value"]
@@ -252,8 +256,7 @@ class Evaluator:
             sheet.paste(Image.fromarray(self.dataset.images[rec["image"]]), (cell, y))
             if generated["pixels"] is not None:
                 sheet.paste(Image.fromarray(generated["pixels"][i]), (2 * cell, y))
-            else:  # features have no pixels: show the training image whose features are nearest
-                nearest = self.nearest_training_images(generated["tokens"][:n])
+            else:
                 sheet.paste(Image.fromarray(self.dataset.images[nearest[i]]), (2 * cell, y))
                 draw.text((2 * cell + 2, y + 2), "nearest train", fill="gray")
         sheet.save(path)
@@ -450,8 +453,13 @@ def run_eval(
             gen, generated = ev.generation(reader, probes)
             ev.grid(generated, out / f"grid_{ckpt.name}.png", cfg.grid_images)
         summary = summary_table(vqa, caps, gen, cfg.n_boot, reliance, choices)
-        if ev.fid is not None:  # one number per checkpoint: no bootstrap (each resample would need new statistics)
-            fid_row = {"task": "generation", "attribute": "fid", "value": "all", "metric": "fid", "mean": ev.fid}
+        if cfg.fid_weights and cfg.generation and generated["pixels"] is not None:
+            from models.fid import fid, load_feature_net
+
+            truth = np.stack([dataset.images[r["image"]] for r in generated["records"]])
+            value = fid(load_feature_net(cfg.fid_weights), generated["pixels"], truth)
+            # one number per checkpoint: no bootstrap (each resample would need new statistics)
+            fid_row = {"task": "generation", "attribute": "fid", "value": "all", "metric": "fid", "mean": value}
             summary = pd.concat([summary, pd.DataFrame([{**fid_row, "lo": np.nan, "hi": np.nan, "n": len(gen)}])])
         elif cfg.fid_weights and cfg.generation:
             log(f"[eval] {ckpt}: FID skipped: it applies to VQ (pixel) generations, this model generates features")

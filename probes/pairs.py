@@ -41,9 +41,7 @@ def counterfactual(watch: Watch, attribute: str, rng: np.random.Generator) -> Wa
     """The same watch with `attribute` changed to another valid value (corners stay distinct)."""
     if attribute == "weather":
         choices = [w for w in WEATHERS if w != watch.weather]
-    elif attribute == "weather_pos":
-        choices = [c for c in CORNERS if c not in (watch.weather_pos, watch.battery_pos)]
-    elif attribute == "battery_pos":
+    elif attribute in ("weather_pos", "battery_pos"):  # a free corner: the two never share one
         choices = [c for c in CORNERS if c not in (watch.weather_pos, watch.battery_pos)]
     else:
         raise UnilensError(f"cannot build patching pairs for '{attribute}'; choose one of {list(PATCHABLE)}")

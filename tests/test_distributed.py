@@ -19,24 +19,19 @@ from unilens.config import to_dict
 
 @pytest.mark.parametrize("variant", ["sem-vq"])
 def test_two_processes_match_one_at_the_same_global_batch(tiny_train_config, tmp_path, variant):
-    # no LoRA dropout: its random masks would differ between one process and two
-    single = tiny_train_config(
-        variant,
-        "lora",
-        name="single",
-        epochs=1.0,
-        freeze=FreezeConfig("lora", lora_dropout=0.0),
-        checkpoint_fractions=[1.0],
-    )
+    def run_config(name: str):
+        # no LoRA dropout: its random masks would differ between one process and two
+        return tiny_train_config(
+            variant,
+            "lora",
+            name=name,
+            epochs=1.0,
+            freeze=FreezeConfig("lora", lora_dropout=0.0),
+            checkpoint_fractions=[1.0],
+        )
+
+    single, double = run_config("single"), run_config("double")
     Trainer(single, progress=False).train()
-    double = tiny_train_config(
-        variant,
-        "lora",
-        name="double",
-        epochs=1.0,
-        freeze=FreezeConfig("lora", lora_dropout=0.0),
-        checkpoint_fractions=[1.0],
-    )
     path = tmp_path / "double.yaml"
     path.write_text(yaml.safe_dump(to_dict(double)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -100,24 +100,28 @@ def _eval(args: argparse.Namespace) -> None:
     run_eval(args.target, args.out, cfg, args.reader, which=args.checkpoints)
 
 
-def _probe(args: argparse.Namespace) -> None:
-    from analyses.probe_layers import ProbeConfig, run_probes
+def _config_with_out(cls, args: argparse.Namespace):
+    """An analysis config from `args.config`, its output folder overridden by `--out` when given."""
     from unilens.config import load_config
 
-    cfg = load_config(ProbeConfig, args.config)
+    cfg = load_config(cls, args.config)
     if args.out:
         cfg.out = args.out
+    return cfg
+
+
+def _probe(args: argparse.Namespace) -> None:
+    from analyses.probe_layers import ProbeConfig, run_probes
+
+    cfg = _config_with_out(ProbeConfig, args)
     run_probes(cfg)
     print(f"probe results in {cfg.out} (probes.csv, cross_context.csv, figures)")
 
 
 def _patch(args: argparse.Namespace) -> None:
     from analyses.patch_layers import PatchConfig, run_patching
-    from unilens.config import load_config
 
-    cfg = load_config(PatchConfig, args.config)
-    if args.out:
-        cfg.out = args.out
+    cfg = _config_with_out(PatchConfig, args)
     if args.n_pairs:
         cfg.n_pairs = args.n_pairs
     run_patching(cfg)
@@ -126,11 +130,8 @@ def _patch(args: argparse.Namespace) -> None:
 
 def _transfer(args: argparse.Namespace) -> None:
     from analyses.transfer import TransferConfig, run_transfer
-    from unilens.config import load_config
 
-    cfg = load_config(TransferConfig, args.config)
-    if args.out:
-        cfg.out = args.out
+    cfg = _config_with_out(TransferConfig, args)
     table = run_transfer(cfg)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"transfer results in {cfg.out} (transfer.csv, transfer_questions.csv, figure)")

@@ -68,8 +68,10 @@ def _scalar(hint: Any, value: Any, where: str) -> Any:
             return value
         raise UnilensError(f"{where}: expected true or false, got {value!r}")
     if hint is str:
-        if isinstance(value, (str, bool, int, float)):
-            return value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+        if isinstance(value, bool):
+            return str(value).lower()  # YAML reads `true` as a boolean; string fields keep "true"
+        if isinstance(value, (str, int, float)):
+            return str(value)
         raise UnilensError(f"{where}: expected a string, got {value!r}")
     return value
 
