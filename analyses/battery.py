@@ -23,6 +23,7 @@ from analyses.probe_layers import ProbeConfig, run_probes
 from analyses.report import write_report
 from analyses.transfer import TransferConfig, run_transfer
 from models.evaluate import EvalConfig, run_eval
+from models.presets import parse_preset
 from models.train import TrainConfig, Trainer
 from models.unified import ModelConfig
 from tasks.dataset import DataConfig, make_dataset
@@ -45,7 +46,9 @@ class BatteryConfig:
     datasets: dict[str, DatasetEntry] = field(default_factory=dict)  # name -> dataset; empty: the embedded data
     variants: list[str] = field(default_factory=lambda: ["sem-sem"])
     mixtures: list[str] = field(default_factory=lambda: ["mixed", "und-only"])
-    presets: list[str] = field(default_factory=lambda: ["lora"])
+    presets: list[str] = field(default_factory=lambda: ["lora"])  # adapters, lora, full, lora-layers:0-2 ...
+    # affine distortion strengths (finding 2): each entry {input: s, output: s}; [] means none
+    distortions: list[dict] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     train: dict = field(default_factory=dict)  # TrainConfig fields shared by every cell (epochs, lr, batch size...)
     evaluate: bool = True
@@ -81,30 +84,46 @@ def load_battery(path: str | Path) -> BatteryConfig:
 def cells_of(cfg: BatteryConfig) -> list[Cell]:
     emb = Path(cfg.embedded)
     datasets = cfg.datasets or {"default": DatasetEntry(str(emb / "data"))}
+    distortions = [_distortion(d) for d in cfg.distortions] or [(0.0, 0.0)]
     cells = []
-    for (dname, entry), variant, mixture, preset, seed in product(
-        datasets.items(), cfg.variants, cfg.mixtures, cfg.presets, cfg.seeds
+    # mixtures innermost: a battery cut short still leaves complete mixed/und-only pairs
+    for (dname, entry), variant, (d_in, d_out), spec, seed, mixture in product(
+        datasets.items(), cfg.variants, distortions, cfg.presets, cfg.seeds, cfg.mixtures
     ):
         model = ModelConfig(
-            variant=variant, llm=str(emb / "lm"), semantic_encoder=str(emb / "semantic"), vq_encoder=str(emb / "vq")
+            variant=variant,
+            llm=str(emb / "lm"),
+            semantic_encoder=str(emb / "semantic"),
+            vq_encoder=str(emb / "vq"),
+            input_distortion=d_in,
+            output_distortion=d_out,
         )
         base = from_dict(TrainConfig, cfg.train, "battery train")
+        preset, layers = parse_preset(spec)
         tc = replace(
             base,
             dataset=entry.path,
             model=model,
             arm=ArmConfig(mixture=mixture),
-            freeze=replace(base.freeze, preset=preset),
+            freeze=replace(base.freeze, preset=preset, lora_layers=layers),
             seed=seed,
             out="",
         )
         resolved = to_dict(tc)
         resolved.pop("out")
         key = sha256_json(resolved)[:12]
-        name = f"{dname}.{variant}.{mixture}.{preset}.s{seed}"
+        distorted = f".din{d_in:g}" * (d_in != 0) + f".dout{d_out:g}" * (d_out != 0)
+        name = f"{dname}.{variant}{distorted}.{mixture}.{spec}.s{seed}"
         tc.out = str(Path(cfg.out) / "cells" / key)
         cells.append(Cell(name, dname, tc, key))
     return cells
+
+
+def _distortion(entry: dict) -> tuple[float, float]:
+    unknown = set(entry) - {"input", "output"}
+    if unknown:
+        raise UnilensError(f"distortions entries take input and output strengths, not {sorted(unknown)}")
+    return float(entry.get("input", 0.0)), float(entry.get("output", 0.0))
 
 
 def _status(cell: Cell) -> dict:

@@ -18,6 +18,7 @@ import pandas as pd
 from analyses.plots import plot_attribution_check, plot_ig_overlay, plot_patching, plot_patching_heatmap
 from models.build import load_checkpoint
 from models.evaluate import checkpoints_of
+from models.presets import manifest_preset
 from probes.attribution import attribution_patching, integrated_gradients
 from probes.hooks import HookedVLM
 from probes.pairs import PATCHABLE, build_pairs
@@ -154,7 +155,7 @@ def patch_model(
     kinds_layers = out["site"].map(site_layer)
     out["site_kind"] = [k for k, _ in kinds_layers]
     out["layer"] = [lay for _, lay in kinds_layers]
-    tags = {"variant": manifest["variant"], "preset": manifest["preset"], "mixture": manifest["arm"]["mixture"]}
+    tags = {"variant": manifest["variant"], "preset": manifest_preset(manifest), "mixture": manifest["arm"]["mixture"]}
     return out.assign(model=name, **tags, checkpoint=str(ckpt)), ig_rows
 
 

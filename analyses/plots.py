@@ -156,6 +156,35 @@ def plot_transfer(table: pd.DataFrame, attribute: str, held_out: list[str], path
     return _save(fig, path)
 
 
+def _preset_order(preset: str) -> tuple[int, float]:
+    """adapters (no LLM layer adapted), then lora-layers by their first then last layer, then lora and full."""
+    if preset == "adapters":
+        return (0, 0.0)
+    if preset.startswith("lora-layers:"):
+        layers = [int(x) for x in preset.split(":")[1].replace("-", ",").split(",")]
+        return (1, layers[0] + layers[-1] / 100)
+    return (2, 0.0 if preset == "lora" else 1.0)
+
+
+def plot_transfer_by_preset(table: pd.DataFrame, attribute: str, path: str | Path | None = None):
+    """The lora-layers sweep: mixed minus understanding-only held-out choice per preset (which LLM layers adapt)."""
+    d = table[(table["mixture"] == "difference") & (table["metric"] == "held_out_choice")]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for variant, g in d.groupby("variant"):
+        g = g.iloc[sorted(range(len(g)), key=lambda i: _preset_order(g["preset"].iloc[i]))]
+        x = np.arange(len(g))
+        ax.errorbar(x, g["mean"], yerr=[g["mean"] - g["lo"], g["hi"] - g["mean"]], marker="o", capsize=4, label=variant)
+        ax.set_xticks(x)
+        ax.set_xticklabels([p.replace("lora-layers:", "LoRA in blocks ") for p in g["preset"]], fontsize=8)
+    ax.axhline(0, color="red", ls=":", lw=1, label="no transfer")
+    ax.set_xlabel("which part of the model trains (adapters always)")
+    ax.set_ylabel("mixed - und-only, held-out choice")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Which LLM layers must adapt for generation-learned {attribute} to reach understanding?", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_cross_model(summary: pd.DataFrame, attribute: str, path: str | Path | None = None):
     """Recipient accuracy on held-out values with the donor's activations copied in at each layer."""
     pairs = summary[["donor", "recipient"]].drop_duplicates().to_numpy().tolist()
@@ -165,12 +194,21 @@ def plot_cross_model(summary: pd.DataFrame, attribute: str, path: str | Path | N
         patched = d[d["condition"] == "patched"]
         for group, g in patched.groupby("group"):
             g = g.sort_values("layer")
-            line = ax.plot(g["layer"], g["accuracy"], marker="o", label=f"donor activations at {group} positions")[0]
+            label = (
+                "donor's weights of this block only (LoRA update; adapter: input path)"
+                if group == "weights"
+                else f"donor activations at {group} positions"
+            )
+            line = ax.plot(g["layer"], g["accuracy"], marker="s" if group == "weights" else "o", label=label)[0]
             ax.fill_between(g["layer"], g["lo"], g["hi"], color=line.get_color(), alpha=0.2)
-        for condition, style in (("donor", "--"), ("recipient", "-.")):
+        for condition, style, label in (
+            ("donor", "--", "donor alone"),
+            ("recipient", "-.", "recipient alone"),
+            ("all_lora", (0, (1, 1)), "recipient with all the donor's LoRA updates"),
+        ):
             row = d[d["condition"] == condition]
             if len(row):
-                ax.axhline(row["accuracy"].iloc[0], color="black", ls=style, lw=1, label=f"{condition} alone")
+                ax.axhline(row["accuracy"].iloc[0], color="black", ls=style, lw=1, label=label)
         ax.axhline(d["chance"].iloc[0], color="red", ls=":", lw=1, label="chance")
         _layer_axis(ax, patched["layer"].to_numpy())
         ax.set_ylim(0, 1)

@@ -10,6 +10,7 @@ import pandas as pd
 from analyses.plots import plot_cross_context, plot_probe_layers, plot_selectivity
 from models.build import build_spaces, load_checkpoint
 from models.evaluate import checkpoints_of
+from models.presets import manifest_preset
 from models.sequence import Encoder
 from probes.activations import collect
 from probes.linear import cross_context, layerwise
@@ -68,7 +69,7 @@ def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
         sets, manifest = activation_sets(ckpt, cfg, store)
         tags = {
             "variant": manifest["variant"],
-            "preset": manifest["preset"],
+            "preset": manifest_preset(manifest),
             "mixture": manifest["arm"]["mixture"],
             "checkpoint": str(ckpt),
         }

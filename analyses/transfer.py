@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analyses.plots import plot_cross_model, plot_transfer
+from analyses.plots import plot_cross_model, plot_transfer, plot_transfer_by_preset
 from models.evaluate import CHOICE_ATTRIBUTES, EvalConfig, choice_predictions, run_eval
 from tasks.scoring import bootstrap_ci
 from tasks.world import ATTRIBUTE_VALUES
@@ -34,6 +34,7 @@ class TransferConfig:
     # cross-model patching: each entry {donor: name, recipient: name} names two of `models`
     cross_model: list[dict[str, str]] = field(default_factory=list)
     cross_model_groups: list[str] = field(default_factory=lambda: ["image", "all"])
+    cross_model_weights: bool = True  # also swap single blocks' LoRA updates (LoRA pairs only)
 
 
 def _eval_tables(run: str, log) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -98,6 +99,8 @@ def run_transfer(cfg: TransferConfig, log=print) -> pd.DataFrame:
     atomic_write_text(out / "transfer.csv", table.to_csv(index=False))
     atomic_write_text(out / "transfer_questions.csv", pd.concat(questions).to_csv(index=False))
     plot_transfer(table, cfg.attribute, cfg.held_out, out / f"transfer_{cfg.attribute}.png")
+    if len(diffs) and diffs["preset"].nunique() > 1:
+        plot_transfer_by_preset(table, cfg.attribute, out / f"transfer_by_preset_{cfg.attribute}.png")
     if cfg.cross_model:
         run_cross_model(cfg, out, log)
     return table
@@ -107,7 +110,7 @@ def run_cross_model(cfg: TransferConfig, out: Path, log=print) -> pd.DataFrame:
     """Per donor/recipient pair and layer: held-out choice accuracy of the recipient with the donor's activations."""
     from models.build import build_spaces, load_checkpoint
     from models.evaluate import checkpoints_of
-    from probes.cross_model import cross_model_sweep
+    from probes.cross_model import cross_model_sweep, has_lora
     from tasks.records import load_dataset
 
     parts = []
@@ -120,8 +123,19 @@ def run_cross_model(cfg: TransferConfig, out: Path, log=print) -> pd.DataFrame:
         dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
         und, gen = build_spaces(recipient, recipient.model.cfg, dataset, manifest["config"]["cache_dir"])
         records = [r for r in dataset.test if r["task"] == "vqa"]
+        weights = cfg.cross_model_weights and has_lora(donor.model) and has_lora(recipient.model)
+        if cfg.cross_model_weights and not weights:
+            log(f"[transfer] {pair['donor']} -> {pair['recipient']}: no LoRA in both, so no weight swaps")
         df = cross_model_sweep(
-            donor, recipient, records, und, gen, cfg.attribute, list(cfg.held_out), tuple(cfg.cross_model_groups)
+            donor,
+            recipient,
+            records,
+            und,
+            gen,
+            cfg.attribute,
+            list(cfg.held_out),
+            tuple(cfg.cross_model_groups),
+            weights=weights,
         )
         parts.append(df.assign(donor=pair["donor"], recipient=pair["recipient"]))
         log(f"[transfer] cross-model {pair['donor']} -> {pair['recipient']}: {df['image'].nunique()} images")

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from models.build import Built, build_spaces
 from models.encoders.images import to_uint8
 from models.generate import collate_prompts, generate_image_tokens, generation_prompt, greedy_answers, question_prompts
+from models.presets import manifest_preset
 from models.reader import AttributeReader, labels_of
 from models.sequence import Encoder, collate
 from tasks.records import WorldDataset
@@ -439,7 +440,7 @@ def run_eval(
             "step": manifest["step"],
             "fraction": round(manifest["fraction"], 3),
             "variant": manifest["variant"],
-            "preset": manifest["preset"],
+            "preset": manifest_preset(manifest),
             "mixture": manifest["arm"]["mixture"],
             "seed": manifest["config"]["seed"],
         }

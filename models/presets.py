@@ -41,6 +41,42 @@ class FreezeConfig:
             raise UnilensError(f"lora_layers is only used by preset lora-layers, not '{self.preset}'")
 
 
+def preset_label(preset: str, lora_layers: list[int] | None = None) -> str:
+    """A name that tells lora-layers runs apart: "lora-layers:0-2", "lora-layers:0,4"; other presets unchanged."""
+    if preset != "lora-layers":
+        return preset
+    layers = sorted(lora_layers or [])
+    contiguous = len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1))
+    return f"lora-layers:{layers[0]}-{layers[-1]}" if contiguous else "lora-layers:" + ",".join(map(str, layers))
+
+
+def manifest_preset(manifest: dict) -> str:
+    """The preset label of a checkpoint, from its manifest."""
+    return preset_label(manifest["preset"], manifest["config"]["freeze"].get("lora_layers"))
+
+
+def parse_preset(spec: str) -> tuple[str, list[int]]:
+    """The inverse of preset_label: "lora" -> ("lora", []), "lora-layers:0-2" -> ("lora-layers", [0, 1, 2])."""
+    name, _, layers = spec.partition(":")
+    if name not in PRESETS:
+        raise UnilensError(f"unknown freezing preset '{spec}'; choose one of {list(PRESETS)} (lora-layers:0-2 form)")
+    if name != "lora-layers":
+        if layers:
+            raise UnilensError(f"preset '{name}' takes no layer list; only lora-layers does (e.g. lora-layers:0-2)")
+        return name, []
+    try:
+        if "-" in layers:
+            lo, hi = (int(x) for x in layers.split("-"))
+            chosen = list(range(lo, hi + 1))
+        else:
+            chosen = [int(x) for x in layers.split(",")]
+    except ValueError:
+        chosen = []
+    if not chosen:
+        raise UnilensError(f"cannot read the layers of '{spec}': write lora-layers:0-2 or lora-layers:0,4")
+    return name, chosen
+
+
 def apply_preset(model: nn.Module, cfg: FreezeConfig) -> nn.Module:
     """Freeze/unfreeze `model` (a UnifiedVLM) in place; wraps its LLM with LoRA for the lora presets."""
     n_layers = model.base_llm.config.num_hidden_layers

@@ -74,3 +74,26 @@ def test_battery_status_cli(tiny_embedded, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("pending") == 4
     assert status_table(load_battery(path))["status"].eq("pending").all()
+
+
+def test_grid_axes_lora_layers_and_distortions_make_distinct_cells(tiny_embedded, tmp_path):
+    import pytest
+
+    from unilens.errors import UnilensError
+
+    path = _battery(
+        tiny_embedded,
+        tmp_path,
+        mixtures=["mixed"],
+        presets=["lora", "lora-layers:0-1", "lora-layers:1"],
+        distortions=[{}, {"input": 0.5}],
+    )
+    cells = {c.name: c for c in cells_of(load_battery(path))}
+    assert len({c.key for c in cells.values()}) == len(cells) == 2 * 3 * 2  # datasets x presets x distortions
+    ranged = cells["default.sem-sem.mixed.lora-layers:0-1.s0"].config
+    assert (ranged.freeze.preset, ranged.freeze.lora_layers) == ("lora-layers", [0, 1])
+    distorted = cells["default.sem-sem.din0.5.mixed.lora.s0"].config.model
+    assert (distorted.input_distortion, distorted.output_distortion) == (0.5, 0.0)
+    for bad in (["lora-layers"], ["lora:1"], ["lora-layers:a-b"]):
+        with pytest.raises(UnilensError, match="lora-layers"):
+            cells_of(load_battery(_battery(tiny_embedded, tmp_path, presets=bad)))

@@ -133,12 +133,12 @@ def test_patch_cli_writes_tables_and_figures(trained_runs, tmp_path):
     assert main(["patch", str(bad)]) == 2
 
 
-def test_cross_model_patching_hands_over_the_donors_answers_at_the_last_layer(trained_runs):
-    """Copying every position at the last layer gives the donor's answers; image positions there change nothing."""
+@pytest.fixture(scope="module")
+def donor_recipient(trained_runs):
+    """A trained LoRA donor and a recipient with the same base LLM whose LoRA updates are still zero."""
     from models.build import build_model, build_spaces, load_checkpoint
     from models.evaluate import checkpoints_of
     from models.presets import FreezeConfig
-    from probes.cross_model import cross_model_sweep
     from tasks.records import load_dataset
 
     cfg = trained_runs["sem-sem"]
@@ -151,6 +151,14 @@ def test_cross_model_patching_hands_over_the_donors_answers_at_the_last_layer(tr
     dataset = load_dataset(cfg.dataset)
     und, gen = build_spaces(recipient, cfg.model, dataset, cfg.cache_dir)
     records = [r for r in dataset.test if r["task"] == "vqa"]
+    return donor, recipient, records, und, gen
+
+
+def test_cross_model_patching_hands_over_the_donors_answers_at_the_last_layer(donor_recipient):
+    """Copying every position at the last layer gives the donor's answers; image positions there change nothing."""
+    from probes.cross_model import cross_model_sweep
+
+    donor, recipient, records, und, gen = donor_recipient
     df = cross_model_sweep(donor, recipient, records, und, gen, "weather_pos", ["top-left", "bottom-right"])
     last = df["layer"].max()
     by = {
@@ -159,6 +167,34 @@ def test_cross_model_patching_hands_over_the_donors_answers_at_the_last_layer(tr
     assert by[("patched", last, "all")] == by[("donor", -2, "none")]
     assert by[("patched", last, "image")] == by[("recipient", -2, "none")]
     assert by[("donor", -2, "none")] != by[("recipient", -2, "none")] or len(by[("donor", -2, "none")]) < 3
+
+
+def test_weight_swaps_make_the_donor_together_and_leave_the_recipient_unchanged(donor_recipient):
+    """Every swappable part from the donor reproduces the donor's logits; after a sweep the recipient is intact."""
+    from models.generate import collate_prompts
+    from probes.cross_model import cross_model_sweep, prompts_about, swappable_parts, swapped
+
+    donor, recipient, records, und, gen = donor_recipient
+    before = {k: v.clone() for k, v in recipient.model.state_dict().items()}
+    df = cross_model_sweep(
+        donor, recipient, records, und, gen, "weather_pos", ["top-left", "bottom-right"], groups=("all",), weights=True
+    )
+    assert all(torch.equal(v, before[k]) for k, v in recipient.model.state_dict().items())
+    parts = swappable_parts(recipient.model)
+    assert sorted(parts) == [-1, *range(len(recipient.model.blocks))]
+    assert set(df.loc[(df["group"] == "weights") & (df["condition"] == "patched"), "layer"]) == set(parts)
+    assert (df["condition"] == "all_lora").any()
+
+    enc = Encoder(recipient.tokenizer, und.num_tokens)
+    seqs, _ = prompts_about(enc, records, "weather_pos", ["top-left", "bottom-right"])
+    batch = collate_prompts(seqs[:4], und, gen, enc.pad_id)
+    with torch.no_grad():
+        want = donor.model.text_logits(donor.model.hidden(batch)[:, -1])
+        own = recipient.model.text_logits(recipient.model.hidden(batch)[:, -1])
+        with swapped(recipient.model, donor.model, [n for names in parts.values() for n in names]):
+            got = recipient.model.text_logits(recipient.model.hidden(batch)[:, -1])
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(own, want, atol=1e-2)
 
 
 def test_integrated_gradients_complete_with_the_mean_baseline(pair):

@@ -48,28 +48,38 @@ def test_transfer_cli_reports_scores_and_paired_differences(trained_runs, tmp_pa
 
     run = trained_runs["sem-sem"].out
     run_eval(run, f"{run}/eval", EvalConfig(captions=False, generation=False, n_boot=50), None)
-    twin = tmp_path / "twin"
-    (twin / "eval").mkdir(parents=True)
-    for name in ("vqa.csv", "choices.csv"):  # the same answers, labelled as an understanding-only run
-        table = pd.read_csv(f"{run}/eval/{name}")
-        table.assign(mixture="und-only").to_csv(twin / "eval" / name, index=False)
+
+    def twin(name: str, **labels) -> str:  # the same answers, labelled as another arm or preset
+        folder = tmp_path / name
+        (folder / "eval").mkdir(parents=True)
+        for table_name in ("vqa.csv", "choices.csv"):
+            pd.read_csv(f"{run}/eval/{table_name}").assign(**labels).to_csv(folder / "eval" / table_name, index=False)
+        return str(folder)
+
     cfg = {
         "out": str(tmp_path / "report"),
         "attribute": "weather",
         "held_out": ["cloudy", "raining"],
-        "models": {"mixed": run, "und-only": str(twin)},
+        "models": {
+            "mixed": run,
+            "und-only": twin("und", mixture="und-only"),
+            "mixed-early": twin("mixed-early", preset="lora-layers:0-1"),
+            "und-only-early": twin("und-early", preset="lora-layers:0-1", mixture="und-only"),
+        },
         "n_boot": 200,
     }
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["transfer", str(tmp_path / "t.yaml")]) == 0
     table = pd.read_csv(tmp_path / "report" / "transfer.csv")
     choice = table[(table["metric"] == "held_out_choice") & (table["mixture"] != "difference")]
-    assert len(choice) == 2 and choice["mean"].between(0, 1).all()
+    assert len(choice) == 4 and choice["mean"].between(0, 1).all()
     assert (choice["lo"] <= choice["mean"]).all() and (choice["mean"] <= choice["hi"]).all()
     assert choice["chance"].eq(0.5).all()
     diff = table[table["mixture"] == "difference"]
-    assert len(diff) == 2 and (diff["mean"] == 0).all() and (diff["lo"] == 0).all() and (diff["hi"] == 0).all()
+    assert len(diff) == 4 and (diff["mean"] == 0).all() and (diff["lo"] == 0).all() and (diff["hi"] == 0).all()
+    assert sorted(diff["preset"].unique()) == ["lora", "lora-layers:0-1"]
     assert (tmp_path / "report" / "transfer_weather.png").is_file()
+    assert (tmp_path / "report" / "transfer_by_preset_weather.png").is_file()
     bad = {**cfg, "held_out": ["cloudy"]}
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(bad))
     assert main(["transfer", str(tmp_path / "b.yaml")]) == 2
