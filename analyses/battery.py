@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analyses.mixing import MixingConfig, run_mixing
 from analyses.patch_layers import PatchConfig, run_patching
 from analyses.probe_layers import ProbeConfig, run_probes
 from analyses.report import write_report
@@ -53,11 +54,32 @@ class BatteryConfig:
     train: dict = field(default_factory=dict)  # TrainConfig fields shared by every cell (epochs, lr, batch size...)
     evaluate: bool = True
     eval_limit: int = 0
+    eval_checkpoints: str = "last"  # last | all: "all" gives the checkpoint series (gain against data seen)
+    eval_generation: bool = False  # also generate and read back (needed by mixing for the generation task)
+    mixing: bool = False  # findings 1-2: mixed vs single-task gains over the evaluated cells of each dataset
     probes: bool = False
     probe_dataset: str = ""  # which dataset's cells to probe and patch (default: the first)
     patching: bool = False
     patch_pairs: int = 32
     transfer: dict[str, dict] = field(default_factory=dict)  # dataset name -> {attribute, held_out}
+    # sub-grids, each a question of its own: an entry overrides any of GRID_AXES (datasets as a list of names;
+    # train merged over the top-level train). Empty: one grid from the top-level axes. Cells shared by two grids
+    # (same resolved config) run once.
+    grids: list[dict] = field(default_factory=list)
+
+
+GRID_AXES = (
+    "name",
+    "datasets",
+    "variants",
+    "distortions",
+    "mixtures",
+    "presets",
+    "seeds",
+    "train",
+    "eval_checkpoints",
+    "eval_generation",
+)
 
 
 @dataclass
@@ -66,6 +88,10 @@ class Cell:
     dataset: str
     config: TrainConfig
     key: str
+    distortion: str = ""  # "", ".din0.5", ".din0.5.dout0.5": cells compared in one transfer analysis share it
+    grid: str = ""
+    eval_checkpoints: str = "last"
+    eval_generation: bool = False
 
     @property
     def folder(self) -> Path:
@@ -82,13 +108,36 @@ def load_battery(path: str | Path) -> BatteryConfig:
 
 
 def cells_of(cfg: BatteryConfig) -> list[Cell]:
+    """Every cell of every grid, each once, in grid order."""
+    cells: dict[str, Cell] = {}
+    for grid in cfg.grids or [{}]:
+        for cell in _grid_cells(cfg, grid):
+            cells.setdefault(cell.key, cell)
+    return list(cells.values())
+
+
+def _grid_cells(cfg: BatteryConfig, grid: dict) -> list[Cell]:
+    unknown = set(grid) - set(GRID_AXES)
+    if unknown:
+        raise UnilensError(f"grid entries take {list(GRID_AXES)}, not {sorted(unknown)}")
     emb = Path(cfg.embedded)
-    datasets = cfg.datasets or {"default": DatasetEntry(str(emb / "data"))}
-    distortions = [_distortion(d) for d in cfg.distortions] or [(0.0, 0.0)]
+    all_datasets = cfg.datasets or {"default": DatasetEntry(str(emb / "data"))}
+    names = grid.get("datasets", list(all_datasets))
+    missing = [n for n in names if n not in all_datasets]
+    if missing:
+        raise UnilensError(f"grid '{grid.get('name', '')}' uses datasets {missing}; declare them under datasets:")
+    datasets = {n: all_datasets[n] for n in names}
+    distortions = [_distortion(d) for d in grid.get("distortions", cfg.distortions)] or [(0.0, 0.0)]
+    train = {**cfg.train, **grid.get("train", {})}
     cells = []
     # mixtures innermost: a battery cut short still leaves complete mixed/und-only pairs
     for (dname, entry), variant, (d_in, d_out), spec, seed, mixture in product(
-        datasets.items(), cfg.variants, distortions, cfg.presets, cfg.seeds, cfg.mixtures
+        datasets.items(),
+        grid.get("variants", cfg.variants),
+        distortions,
+        grid.get("presets", cfg.presets),
+        grid.get("seeds", cfg.seeds),
+        grid.get("mixtures", cfg.mixtures),
     ):
         model = ModelConfig(
             variant=variant,
@@ -98,7 +147,7 @@ def cells_of(cfg: BatteryConfig) -> list[Cell]:
             input_distortion=d_in,
             output_distortion=d_out,
         )
-        base = from_dict(TrainConfig, cfg.train, "battery train")
+        base = from_dict(TrainConfig, train, "battery train")
         preset, layers = parse_preset(spec)
         tc = replace(
             base,
@@ -113,9 +162,21 @@ def cells_of(cfg: BatteryConfig) -> list[Cell]:
         resolved.pop("out")
         key = sha256_json(resolved)[:12]
         distorted = f".din{d_in:g}" * (d_in != 0) + f".dout{d_out:g}" * (d_out != 0)
-        name = f"{dname}.{variant}{distorted}.{mixture}.{spec}.s{seed}"
+        grid_name = grid.get("name", "")
+        name = f"{grid_name}/" * bool(grid_name) + f"{dname}.{variant}{distorted}.{mixture}.{spec}.s{seed}"
         tc.out = str(Path(cfg.out) / "cells" / key)
-        cells.append(Cell(name, dname, tc, key))
+        cells.append(
+            Cell(
+                name,
+                dname,
+                tc,
+                key,
+                distorted,
+                grid_name,
+                str(grid.get("eval_checkpoints", cfg.eval_checkpoints)),
+                bool(grid.get("eval_generation", cfg.eval_generation)),
+            )
+        )
     return cells
 
 
@@ -165,10 +226,26 @@ def _datasets(cfg: BatteryConfig, log) -> None:
         make_dataset(load_config(DataConfig, entry.config), entry.path, progress=False)
 
 
-def run_battery(cfg: BatteryConfig, log=print) -> pd.DataFrame:
+def parse_shard(text: str) -> tuple[int, int]:
+    """ "2/4" -> (2, 4): this worker trains cells 2, 6, 10, ... of 4 workers."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise UnilensError(f"--shard takes INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4, not '{text}'")
+    return index, count
+
+
+def run_battery(cfg: BatteryConfig, log=print, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Train (or resume) every cell, then run the analyses over the finished ones and write the report. With
+    `shard` (index, count) only every count-th cell from index trains and the analyses are left to a final
+    unsharded run: one worker per GPU or machine over a shared folder, since a cell's folder is its only state."""
     _datasets(cfg, log)
     cells = cells_of(cfg)
     for i, cell in enumerate(cells):
+        if shard and i % shard[1] != shard[0]:
+            continue
         st = _status(cell)
         if st["status"] == "done":
             log(f"[battery] {i + 1}/{len(cells)} {cell.name}: done, skipped")
@@ -178,17 +255,22 @@ def run_battery(cfg: BatteryConfig, log=print) -> pd.DataFrame:
         try:
             Trainer(cell.config, progress=False).train()
             if cfg.evaluate:
+                reader = Path(cfg.embedded) / "reader"
                 run_eval(
                     cell.folder,
                     cell.folder / "eval",
-                    EvalConfig(limit=cfg.eval_limit, captions=False, generation=False),
-                    None,
+                    EvalConfig(limit=cfg.eval_limit, captions=False, generation=cell.eval_generation),
+                    str(reader) if cell.eval_generation and reader.is_dir() else None,
+                    which=cell.eval_checkpoints,
                     log=lambda *_: None,
                 )
             _mark(cell, status="done")
         except Exception as exc:  # one failed cell must not stop the battery
             _mark(cell, status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             log(f"[battery] {cell.name} failed: {type(exc).__name__}: {exc}")
+    if shard:
+        log(f"[battery] shard {shard[0]}/{shard[1]} finished; run without --shard for the analyses and report")
+        return status_table(cfg)
     done = [c for c in cells if _status(c)["status"] == "done"]
     folders = _analyses(cfg, done, log)
     if folders:
@@ -217,17 +299,27 @@ def _analyses(cfg: BatteryConfig, done: list[Cell], log) -> list[Path]:
             log=log,
         )
         folders.append(folder)
+    if cfg.mixing:
+        for dname in datasets:
+            models = {c.name: str(c.folder) for c in done if c.dataset == dname}
+            if len({c.config.arm.mixture for c in done if c.dataset == dname}) > 1:
+                folder = out / f"mixing_{dname}"
+                run_mixing(MixingConfig(models=models, out=str(folder)), log=log)
+                folders.append(folder)
     for dname, spec in cfg.transfer.items():
-        models = {c.name: str(c.folder) for c in done if c.dataset == dname}
-        pairs = []
+        # one analysis per dataset, distortion and grid: differences pair arms of otherwise identical cells
+        groups: dict[tuple[str, str], list[Cell]] = {}
         for c in done:
-            if c.dataset == dname and c.config.arm.mixture == "mixed":
+            if c.dataset == dname:
+                groups.setdefault((c.grid, c.distortion), []).append(c)
+        for (grid, distortion), group in groups.items():
+            models = {c.name: str(c.folder) for c in group}
+            pairs = []
+            for c in group:
                 twin = c.name.replace(".mixed.", ".und-only.")
-                if twin in models:
+                if c.config.arm.mixture == "mixed" and twin in models:
                     pairs.append({"donor": c.name, "recipient": twin})
-        if not models:
-            continue
-        folder = out / f"transfer_{dname}"
-        run_transfer(TransferConfig(models=models, out=str(folder), cross_model=pairs, **spec), log=log)
-        folders.append(folder)
+            folder = out / (f"transfer_{dname}" + f"_{grid}" * bool(grid) + distortion.replace(".", "_"))
+            run_transfer(TransferConfig(models=models, out=str(folder), cross_model=pairs, **spec), log=log)
+            folders.append(folder)
     return folders

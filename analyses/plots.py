@@ -282,3 +282,60 @@ def plot_patching_heatmap(summary: pd.DataFrame, attribute: str, mode: str, path
     fig.suptitle(f"Where does patching {'restore' if mode == 'denoise' else 'destroy'} the '{attribute}' answer?")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_mixing_curves(table: pd.DataFrame, path: str | Path | None = None):
+    """Per variant: understanding and generation scores against the fraction of training seen, per arm."""
+    groups = table.groupby(["variant", "input_distortion", "output_distortion", "preset"], sort=True)
+    fig, axes = plt.subplots(1, max(1, groups.ngroups), figsize=(4.5 * max(1, groups.ngroups), 3.8), squeeze=False)
+    colors = {"mixed": "tab:orange", "und-only": "tab:blue", "gen-only": "tab:green"}
+    for ax, ((variant, d_in, d_out, preset), d) in zip(axes[0], groups, strict=False):
+        for (task, mixture), g in d.groupby(["task", "mixture"]):
+            g = g.sort_values("fraction")
+            style = "-" if task == "understanding" else "--"
+            ax.plot(g["fraction"], g["mean"], style, marker="o", color=colors.get(mixture), label=f"{task}, {mixture}")
+            ax.fill_between(g["fraction"], g["lo"], g["hi"], color=colors.get(mixture), alpha=0.15)
+        for task, g in d.groupby("task"):
+            ax.axhline(g["chance"].mean(), color="gray", ls=":", lw=1, label=f"chance, {task}")
+        distortion = "" if d_in == d_out == 0 else f", distortion {d_in:g}/{d_out:g}"
+        ax.set_title(f"{variant} ({preset}{distortion})", fontsize=9)
+        ax.set_xlabel("fraction of training seen")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6)
+    fig.suptitle(
+        "Does mixed training help both tasks, and does the gain grow with data?\n"
+        "(understanding: multiple choice per question; generation: attributes read back from the image)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_mixing_distortion(gain: pd.DataFrame, path: str | Path | None = None):
+    """The mixed-training gain at the last fraction against the strength of the affine distortion, one line per
+    distorted space (the undistorted runs are every line's point at 0)."""
+    last = gain[gain["fraction"] == gain.groupby(["variant", "preset"])["fraction"].transform("max")]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for where, other in (("input", "output"), ("output", "input")):
+        series = last[last[f"{other}_distortion"] == 0]
+        for (variant, task), g in series.groupby(["variant", "task"]):
+            g = g.sort_values(f"{where}_distortion")
+            if g[f"{where}_distortion"].nunique() < 2:
+                continue
+            ax.errorbar(
+                g[f"{where}_distortion"],
+                g["gain"],
+                yerr=[g["gain"] - g["lo"], g["hi"] - g["gain"]],
+                marker="o",
+                capsize=3,
+                ls="-" if task == "understanding" else "--",
+                label=f"{variant}, {task}, {where} space distorted",
+            )
+    ax.axhline(0, color="red", ls=":", lw=1, label="no gain")
+    ax.set_xlabel("affine distortion strength")
+    ax.set_ylabel("mixed - single-task")
+    ax.legend(fontsize=6)
+    ax.set_title("Does the mixed-training gain need aligned input and output spaces?")
+    fig.tight_layout()
+    return _save(fig, path)

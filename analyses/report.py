@@ -130,10 +130,32 @@ def transfer_section(folder: Path) -> str:
                 f"{alone.get('recipient', float('nan')):.3f}, recipient with the donor's adapter output "
                 f"{adapter.iloc[0] if len(adapter) else float('nan'):.3f}"
             )
+            swaps = g[(g["group"] == "weights") & (g["condition"] == "patched") & (g["layer"] >= 0)]
+            every = g[g["condition"] == "all_lora"]["accuracy"]
+            if len(swaps) and len(every):
+                best = swaps.loc[swaps["accuracy"].idxmax()]
+                answers.append(
+                    f"{donor} -> {recipient}: recipient with all the donor's LoRA updates {every.iloc[0]:.3f}; "
+                    f"best single block's LoRA update: block {int(best['layer'])} {best['accuracy']:.3f} "
+                    f"[{best['lo']:.3f}, {best['hi']:.3f}]"
+                )
     return _section(
         "Does knowledge seen only in generation data reach understanding?",
         answers,
         t,
+        sorted(folder.glob("*.png")),
+        folder,
+    )
+
+
+def mixing_section(folder: Path) -> str:
+    from analyses.mixing import answer_lines as mixing_lines
+
+    gain = pd.read_csv(folder / "mixing.csv")
+    return _section(
+        "Does mixed training help understanding and generation, and does it need aligned spaces?",
+        mixing_lines(gain),
+        gain,
         sorted(folder.glob("*.png")),
         folder,
     )
@@ -144,6 +166,7 @@ KINDS = (
     ("probes.csv", probe_section),
     ("patching_summary.csv", patching_section),
     ("transfer.csv", transfer_section),
+    ("mixing.csv", mixing_section),
 )
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}img{max-width:100%}

@@ -47,7 +47,7 @@ def test_battery_runs_skips_isolates_failures_and_reports(tiny_embedded, tmp_pat
     failed = table[table["cell"].str.contains("no-such-variant")]
     assert (failed["status"] == "failed").all() and failed["error"].str.contains("unknown variant").all()
     report = (tmp_path / "battery" / "report.html").read_text()
-    assert report.count("<section>") == 4 + 3  # 4 evaluated cells, probes, patching, transfer
+    assert report.count("<section>") == 4 + 5  # 4 evaluated cells, probes, patching, mixing x 2 datasets, transfer
     assert "mixed - und-only (sem-sem, lora)" in report
     done = [c for c in cells_of(cfg) if "sem-sem" in c.name]
     stamps = {c.key: (c.folder / "summary.json").stat().st_mtime_ns for c in done}
@@ -97,3 +97,39 @@ def test_grid_axes_lora_layers_and_distortions_make_distinct_cells(tiny_embedded
     for bad in (["lora-layers"], ["lora:1"], ["lora-layers:a-b"]):
         with pytest.raises(UnilensError, match="lora-layers"):
             cells_of(load_battery(_battery(tiny_embedded, tmp_path, presets=bad)))
+
+
+def test_grids_union_their_cells_once_and_check_their_axes(tiny_embedded, tmp_path):
+    import pytest
+
+    from unilens.errors import UnilensError
+
+    grids = [
+        {"name": "f1", "datasets": ["default"], "presets": ["lora", "adapters"]},
+        {"name": "f3", "datasets": ["default", "weather"], "presets": ["lora"], "train": {"epochs": 2.0}},
+        {"name": "again", "datasets": ["default"], "presets": ["adapters"]},  # all its cells are f1's
+    ]
+    cells = cells_of(load_battery(_battery(tiny_embedded, tmp_path, grids=grids)))
+    names = [c.name for c in cells]
+    assert len(cells) == 4 + 4 and len({c.key for c in cells}) == len(cells)
+    assert not any(n.startswith("again/") for n in names)
+    longer = [c for c in cells if c.grid == "f3"]
+    assert all(c.config.epochs == 2.0 for c in longer) and all(c.config.epochs == 1.0 for c in cells if c.grid == "f1")
+    for bad, message in (([{"colour": "red"}], "grid entries take"), ([{"datasets": ["nope"]}], "declare them")):
+        with pytest.raises(UnilensError, match=message):
+            cells_of(load_battery(_battery(tiny_embedded, tmp_path, grids=bad)))
+
+
+def test_a_shard_trains_only_its_cells_and_leaves_the_report(tiny_embedded, tmp_path):
+    import pytest
+
+    from analyses.battery import parse_shard
+    from unilens.errors import UnilensError
+
+    cfg = load_battery(_battery(tiny_embedded, tmp_path, variants=["no-such-variant"]))  # fails at once
+    table = run_battery(cfg, log=lambda *_: None, shard=parse_shard("1/2"))
+    assert table["status"].tolist() == ["pending", "failed"] * 2
+    assert not (tmp_path / "battery" / "report.html").exists()
+    for bad in ("2/2", "1", "a/b"):
+        with pytest.raises(UnilensError, match="INDEX/COUNT"):
+            parse_shard(bad)

@@ -137,6 +137,15 @@ def _transfer(args: argparse.Namespace) -> None:
     print(f"transfer results in {cfg.out} (transfer.csv, transfer_questions.csv, figure)")
 
 
+def _mixing(args: argparse.Namespace) -> None:
+    from analyses.mixing import MixingConfig, run_mixing
+
+    cfg = _config_with_out(MixingConfig, args)
+    table = run_mixing(cfg)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"mixing results in {cfg.out} (mixing.csv, mixing_scores.csv, figures)")
+
+
 def _report(args: argparse.Namespace) -> None:
     from analyses.report import write_report
 
@@ -145,12 +154,15 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _battery(args: argparse.Namespace) -> None:
-    from analyses.battery import load_battery, run_battery, status_table
+    from analyses.battery import load_battery, parse_shard, run_battery, status_table
 
     cfg = load_battery(args.config)
     if args.out:
         cfg.out = args.out
-    table = run_battery(cfg) if args.battery_command == "run" else status_table(cfg)
+    if args.battery_command == "run":
+        table = run_battery(cfg, shard=parse_shard(args.shard) if args.shard else None)
+    else:
+        table = status_table(cfg)
     print(table.to_string(index=False))
 
 
@@ -247,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", default=None, help="output folder (overrides the config)")
     tr.set_defaults(func=_transfer)
 
+    mx = sub.add_parser(
+        "mixing", help="findings 1 and 2: mixed vs single-task training per variant, distortion and data seen"
+    )
+    mx.add_argument("config", help="YAML mixing config (models: {name: run folder}, out: folder)")
+    mx.add_argument("--out", default=None, help="output folder (overrides the config)")
+    mx.set_defaults(func=_mixing)
+
     rp = sub.add_parser(
         "report", help="one self-contained HTML page over result folders (eval, probe, patch, transfer)"
     )
@@ -264,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
         b = ba_sub.add_parser(action, help=text)
         b.add_argument("config", help="YAML battery config (see configs/battery/)")
         b.add_argument("--out", default=None, help="battery folder (overrides the config)")
+        if action == "run":
+            b.add_argument(
+                "--shard",
+                default=None,
+                metavar="I/N",
+                help="train only cells I, I+N, ... (one worker per GPU: CUDA_VISIBLE_DEVICES=I); no analyses",
+            )
         b.set_defaults(func=_battery)
     return parser
 

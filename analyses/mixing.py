@@ -1,0 +1,157 @@
+"""`unilens mixing CONFIG`: does mixed training help both tasks (finding 1), and does it need aligned spaces
+(finding 2)?
+
+Over evaluated runs of one or more variants, at every evaluated checkpoint (the fraction of training data seen):
+    understanding  multiple choice among every value of each image-read attribute (weather and the two icon
+                   positions), per question: less floored by learned priors than greedy exact match
+    generation     the attributes read back from each generated image (reader or feature probes), per image
+and the gains mixed minus understanding-only (understanding) and mixed minus generation-only (generation), per
+variant x distortion x preset x fraction, with test images paired between arms and resampled (seeds pooled per
+image). Distortion strengths come from each run's config, so finding 2 is the gain plotted against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from analyses.plots import plot_mixing_curves, plot_mixing_distortion
+from models.evaluate import CHOICE_ATTRIBUTES, choice_predictions
+from tasks.scoring import bootstrap_ci
+from tasks.world import ATTRIBUTE_VALUES
+from unilens.errors import UnilensError
+from unilens.io import atomic_write_text
+
+KEYS = ["variant", "input_distortion", "output_distortion", "preset"]
+SINGLE = {"understanding": "und-only", "generation": "gen-only"}
+
+
+@dataclass
+class MixingConfig:
+    models: dict[str, str] = field(default_factory=dict)  # name -> run folder with eval/ (vqa, choices, generation)
+    out: str = "runs/mixing"
+    attributes: list[str] = field(default_factory=lambda: list(CHOICE_ATTRIBUTES))
+    n_boot: int = 1000
+    seed: int = 0
+
+
+def _distortions(run: Path) -> dict[str, float]:
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    model = cfg.get("model", {})
+    return {k: float(model.get(k, 0.0)) for k in ("input_distortion", "output_distortion")}
+
+
+def per_item(name: str, run: str | Path, attributes: list[str]) -> pd.DataFrame:
+    """One row per scored item: task (understanding: a question; generation: an image x attribute), image,
+    attribute, fraction and score, tagged with the run's variant, preset, mixture, seed and distortions."""
+    run = Path(run)
+    folder = run / "eval"
+    if not (folder / "choices.csv").is_file() and not (folder / "generation.csv").is_file():
+        raise UnilensError(f"{run}: no eval tables; run `unilens eval {run} --checkpoints all` first")
+    parts = []
+    if (folder / "choices.csv").is_file():
+        choices = pd.read_csv(folder / "choices.csv")
+        choices = choices[choices["attribute"].isin(attributes)]
+        if len(choices):
+            picked = choice_predictions(choices.astype({"value": str, "candidate": str}))
+            parts.append(picked.assign(task="understanding", score=picked["choice"]))
+    if (folder / "generation.csv").is_file():
+        gen = pd.read_csv(folder / "generation.csv")
+        gen = gen[gen["attribute"].isin(attributes)]
+        if len(gen):
+            parts.append(gen.assign(task="generation", score=gen["correct"]))
+    if not parts:
+        raise UnilensError(f"{run}: its eval tables score none of the attributes {attributes}")
+    cols = ["task", "image", "attribute", "fraction", "step", "variant", "preset", "mixture", "seed", "score"]
+    items = pd.concat([p[cols] for p in parts], ignore_index=True)
+    chance = items["attribute"].map(lambda a: 1 / len(ATTRIBUTE_VALUES[a]))
+    return items.assign(model=name, chance=chance, **_distortions(run))
+
+
+def scores(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Mean score with an image-resampled CI per model x task x fraction."""
+    rows = []
+    for key, g in items.groupby([*KEYS, "mixture", "task", "fraction"], sort=True):
+        mean, lo, hi = bootstrap_ci(g["score"].to_numpy(), g["image"].to_numpy(), n_boot=n_boot, seed=seed)
+        rows.append(
+            {
+                **dict(zip([*KEYS, "mixture", "task", "fraction"], key, strict=True)),
+                "chance": g["chance"].mean(),
+                "mean": mean,
+                "lo": lo,
+                "hi": hi,
+                "n": len(g),
+                "seeds": g["seed"].nunique(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def gains(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Mixed minus the single-task arm per variant x distortion x preset x task x fraction, images paired."""
+    rows = []
+    for key, g in items.groupby([*KEYS, "task", "fraction"], sort=True):
+        task = key[len(KEYS)]
+        per_image = g.groupby(["mixture", "image"])["score"].mean()
+        arms = set(per_image.index.get_level_values(0))
+        if not {"mixed", SINGLE[task]} <= arms:
+            continue
+        a, b = per_image["mixed"], per_image[SINGLE[task]]
+        images = a.index.intersection(b.index)
+        if not len(images):
+            continue
+        mean, lo, hi = bootstrap_ci((a[images] - b[images]).to_numpy(), n_boot=n_boot, seed=seed)
+        rows.append(
+            {
+                **dict(zip([*KEYS, "task", "fraction"], key, strict=True)),
+                "versus": SINGLE[task],
+                "gain": mean,
+                "lo": lo,
+                "hi": hi,
+                "n_images": len(images),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def answer_lines(gain: pd.DataFrame) -> list[str]:
+    """One sentence per variant, preset, distortion and task at the last fraction, computed from the numbers."""
+    lines = []
+    if not len(gain):
+        return ["no mixed / single-task pair was evaluated: nothing to compare"]
+    last = gain[gain["fraction"] == gain.groupby(KEYS)["fraction"].transform("max")]
+    for r in last.itertuples():
+        verdict = "helps" if r.lo > 0 else "hurts" if r.hi < 0 else "no detectable effect (CI includes 0)"
+        distortion = (
+            ""
+            if r.input_distortion == r.output_distortion == 0
+            else (f", distortion in {r.input_distortion:g} / out {r.output_distortion:g}")
+        )
+        lines.append(
+            f"{r.variant} ({r.preset}{distortion}), {r.task}: mixed - {r.versus} {r.gain:+.3f} "
+            f"[{r.lo:+.3f}, {r.hi:+.3f}] at fraction {r.fraction:g}, {verdict}"
+        )
+    return lines
+
+
+def run_mixing(cfg: MixingConfig, log=print) -> pd.DataFrame:
+    if not cfg.models:
+        raise UnilensError("mixing config lists no models: add `models: {name: path/to/run}`")
+    unknown = [a for a in cfg.attributes if a not in CHOICE_ATTRIBUTES]
+    if unknown:
+        raise UnilensError(f"attributes {unknown} are not scored by choice; use some of {list(CHOICE_ATTRIBUTES)}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = pd.concat([per_item(n, r, cfg.attributes) for n, r in cfg.models.items()], ignore_index=True)
+    table, gain = scores(items, cfg.n_boot, cfg.seed), gains(items, cfg.n_boot, cfg.seed)
+    atomic_write_text(out / "mixing_scores.csv", table.to_csv(index=False))
+    atomic_write_text(out / "mixing.csv", gain.to_csv(index=False))
+    plot_mixing_curves(table, out / "mixing_curves.png")
+    if len(gain) and gain[["input_distortion", "output_distortion"]].drop_duplicates().shape[0] > 1:
+        plot_mixing_distortion(gain, out / "mixing_distortion.png")
+    for line in answer_lines(gain):
+        log(f"[mixing] {line}")
+    return gain

@@ -1,0 +1,86 @@
+"""Findings 1-2 analysis: mixed minus single-task gains, images paired, on hand-made eval tables."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from unilens.cli import main
+
+VALUES = ["top-left", "top-right", "bottom-left", "bottom-right"]
+
+
+def _run(root, name, mixture, und_right, gen_right, distortion=0.0, n_images=40):
+    """A fake evaluated run: the first `und_right` fraction of questions chosen right, likewise generations."""
+    folder = root / name
+    (folder / "eval").mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"model": {"input_distortion": distortion}}))
+    tags = {"step": 10, "fraction": 1.0, "variant": "sem-sem", "preset": "lora", "mixture": mixture, "seed": 0}
+    choices, gen = [], []
+    for i in range(n_images):
+        image, truth = f"img_{i:03d}", VALUES[i % 4]
+        right = i < und_right * n_images
+        for cand in VALUES:
+            best = truth if right else VALUES[(i + 1) % 4]
+            choices.append(
+                {
+                    "image": image,
+                    "attribute": "weather_pos",
+                    "turn": 0,
+                    "value": truth,
+                    "candidate": cand,
+                    "logp": 0.0 if cand == best else -3.0,
+                    **tags,
+                }
+            )
+        gen.append(
+            {
+                "image": image,
+                "attribute": "weather_pos",
+                "value": truth,
+                "correct": float(i < gen_right * n_images),
+                "cosine": 0.5,
+                **tags,
+            }
+        )
+    if mixture != "gen-only":
+        pd.DataFrame(choices).to_csv(folder / "eval" / "choices.csv", index=False)
+    if mixture != "und-only":
+        pd.DataFrame(gen).to_csv(folder / "eval" / "generation.csv", index=False)
+    return str(folder)
+
+
+def test_mixing_gains_pair_images_and_track_distortion(tmp_path):
+    models = {
+        "mixed": _run(tmp_path, "m", "mixed", und_right=0.9, gen_right=0.8),
+        "und-only": _run(tmp_path, "u", "und-only", und_right=0.4, gen_right=0.0),
+        "gen-only": _run(tmp_path, "g", "gen-only", und_right=0.0, gen_right=0.8),
+        "mixed-d": _run(tmp_path, "md", "mixed", und_right=0.5, gen_right=0.5, distortion=1.0),
+        "und-only-d": _run(tmp_path, "ud", "und-only", und_right=0.5, gen_right=0.0, distortion=1.0),
+    }
+    cfg = {"models": models, "out": str(tmp_path / "out"), "attributes": ["weather_pos"], "n_boot": 300}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["mixing", str(tmp_path / "m.yaml")]) == 0
+    gain = pd.read_csv(tmp_path / "out" / "mixing.csv").set_index(["input_distortion", "task"])
+    und = gain.loc[(0.0, "understanding")]
+    assert und["gain"] == pytest.approx(0.5) and und["lo"] > 0.2 and und["versus"] == "und-only"
+    assert gain.loc[(0.0, "generation"), "gain"] == pytest.approx(0.0)
+    assert gain.loc[(1.0, "understanding"), "gain"] == pytest.approx(0.0)
+    assert (1.0, "generation") not in gain.index  # no generation-only arm at that distortion
+    scores = pd.read_csv(tmp_path / "out" / "mixing_scores.csv")
+    assert len(scores) == 2 + 1 + 1 + 2 + 1  # mixed: und + gen; und-only: und; gen-only: gen; the distorted pair
+    for name in ("mixing_curves.png", "mixing_distortion.png"):
+        assert (tmp_path / "out" / name).is_file()
+    assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "mixed - und-only +0.500" in page and "helps" in page
+
+
+def test_mixing_names_missing_tables_and_unknown_attributes(tmp_path):
+    from analyses.mixing import MixingConfig, run_mixing
+    from unilens.errors import UnilensError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UnilensError, match="unilens eval"):
+        run_mixing(MixingConfig(models={"x": str(tmp_path / "empty")}, out=str(tmp_path / "o")))
+    with pytest.raises(UnilensError, match="not scored by choice"):
+        run_mixing(MixingConfig(models={"x": "y"}, attributes=["time"], out=str(tmp_path / "o")))
