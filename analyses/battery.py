@@ -28,7 +28,7 @@ from models.presets import parse_preset
 from models.train import TrainConfig, Trainer
 from models.unified import ModelConfig
 from tasks.dataset import DataConfig, make_dataset
-from tasks.splits import ArmConfig
+from tasks.splits import parse_arm
 from unilens.config import from_dict, load_config, to_dict
 from unilens.errors import UnilensError
 from unilens.io import atomic_write_json, sha256_json
@@ -153,7 +153,7 @@ def _grid_cells(cfg: BatteryConfig, grid: dict) -> list[Cell]:
             base,
             dataset=entry.path,
             model=model,
-            arm=ArmConfig(mixture=mixture),
+            arm=parse_arm(mixture),
             freeze=replace(base.freeze, preset=preset, lora_layers=layers),
             seed=seed,
             out="",
@@ -302,7 +302,7 @@ def _analyses(cfg: BatteryConfig, done: list[Cell], log) -> list[Path]:
     if cfg.mixing:
         for dname in datasets:
             models = {c.name: str(c.folder) for c in done if c.dataset == dname}
-            if len({c.config.arm.mixture for c in done if c.dataset == dname}) > 1:
+            if len({c.config.arm.mixture for c in done if c.dataset == dname}) > 1:  # a pair to compare
                 folder = out / f"mixing_{dname}"
                 run_mixing(MixingConfig(models=models, out=str(folder)), log=log)
                 folders.append(folder)

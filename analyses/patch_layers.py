@@ -25,6 +25,7 @@ from probes.pairs import PATCHABLE, build_pairs
 from probes.patching import Cell, patch_sweep
 from tasks.records import load_dataset
 from tasks.render import render_array
+from tasks.splits import arm_label
 from tasks.world import Watch
 from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
@@ -155,7 +156,7 @@ def patch_model(
     kinds_layers = out["site"].map(site_layer)
     out["site_kind"] = [k for k, _ in kinds_layers]
     out["layer"] = [lay for _, lay in kinds_layers]
-    tags = {"variant": manifest["variant"], "preset": manifest_preset(manifest), "mixture": manifest["arm"]["mixture"]}
+    tags = {"variant": manifest["variant"], "preset": manifest_preset(manifest), "mixture": arm_label(manifest["arm"])}
     return out.assign(model=name, **tags, checkpoint=str(ckpt)), ig_rows
 
 

@@ -15,6 +15,7 @@ from models.sequence import Encoder
 from probes.activations import collect
 from probes.linear import cross_context, layerwise
 from tasks.records import load_dataset
+from tasks.splits import arm_label
 from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
 
@@ -70,7 +71,7 @@ def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
         tags = {
             "variant": manifest["variant"],
             "preset": manifest_preset(manifest),
-            "mixture": manifest["arm"]["mixture"],
+            "mixture": arm_label(manifest["arm"]),
             "checkpoint": str(ckpt),
         }
         for attribute in cfg.attributes:

@@ -24,6 +24,7 @@ from models.reader import AttributeReader, labels_of
 from models.sequence import Encoder, collate
 from tasks.records import WorldDataset
 from tasks.scoring import score_caption, score_vqa, summarize
+from tasks.splits import arm_label
 from tasks.world import ATTRIBUTE_VALUES, Watch
 
 CHOICE_ATTRIBUTES = ("weather", "weather_pos", "battery_pos")
@@ -393,7 +394,8 @@ class FeatureProbes:
 
 
 def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
-    """A checkpoint folder itself, or a run folder's checkpoints ('last', 'all', or comma-separated steps)."""
+    """A checkpoint folder itself, or a run folder's checkpoints: 'last', 'all', comma-separated steps, or
+    'fractions:0.25,0.5,1' (the checkpoints saved at those fractions of training)."""
     from unilens.errors import UnilensError
 
     target = Path(target)
@@ -406,6 +408,18 @@ def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
         return ckpts[-1:]
     if which == "all":
         return ckpts
+    if which.startswith("fractions:"):
+        import json
+
+        try:
+            fractions = [float(f) for f in which.split(":", 1)[1].split(",")]
+        except ValueError:
+            raise UnilensError(f"cannot read '{which}': write fractions:0.25,0.5,1") from None
+        saved = {c: json.loads((c / "manifest.json").read_text())["fraction"] for c in ckpts}
+        chosen = [c for c, f in saved.items() if any(abs(f - w) < 1e-6 for w in fractions)]
+        if len(chosen) != len(fractions):
+            raise UnilensError(f"asked for fractions {fractions}, the run saved {sorted(set(saved.values()))}")
+        return chosen
     wanted = {int(s) for s in which.split(",")}
     chosen = [c for c in ckpts if int(c.name.split("-")[1]) in wanted]
     if len(chosen) != len(wanted):
@@ -441,7 +455,7 @@ def run_eval(
             "fraction": round(manifest["fraction"], 3),
             "variant": manifest["variant"],
             "preset": manifest_preset(manifest),
-            "mixture": manifest["arm"]["mixture"],
+            "mixture": arm_label(manifest["arm"]),
             "seed": manifest["config"]["seed"],
         }
         vqa = ev.vqa()

@@ -32,6 +32,24 @@ class ArmConfig:
             raise UnilensError("step_matched applies to und-only or gen-only arms; mixed is the reference")
 
 
+STEP_MATCHED = "step-matched"
+
+
+def arm_label(arm: dict) -> str:
+    """A name that tells the compute-confound control apart: "und-only:step-matched"; otherwise the mixture."""
+    return arm["mixture"] + f":{STEP_MATCHED}" * bool(arm.get("step_matched"))
+
+
+def parse_arm(spec: str) -> ArmConfig:
+    """The inverse of arm_label: "und-only:step-matched" -> ArmConfig("und-only", step_matched=True)."""
+    mixture, _, option = spec.partition(":")
+    if option not in ("", STEP_MATCHED):
+        raise UnilensError(f"unknown arm option '{option}' in '{spec}'; the only option is :{STEP_MATCHED}")
+    arm = ArmConfig(mixture=mixture, step_matched=bool(option))
+    arm.validate()
+    return arm
+
+
 def select_arm(records: list[dict], arm: ArmConfig) -> list[dict]:
     arm.validate()
     und = [r for r in records if r["task"] in UND_TASKS]

@@ -84,12 +84,14 @@ def test_grid_axes_lora_layers_and_distortions_make_distinct_cells(tiny_embedded
     path = _battery(
         tiny_embedded,
         tmp_path,
-        mixtures=["mixed"],
+        mixtures=["mixed", "und-only:step-matched"],
         presets=["lora", "lora-layers:0-1", "lora-layers:1"],
         distortions=[{}, {"input": 0.5}],
     )
     cells = {c.name: c for c in cells_of(load_battery(path))}
-    assert len({c.key for c in cells.values()}) == len(cells) == 2 * 3 * 2  # datasets x presets x distortions
+    assert len({c.key for c in cells.values()}) == len(cells) == 2 * 3 * 2 * 2  # datasets x presets x dist. x arms
+    control = cells["default.sem-sem.und-only:step-matched.lora.s0"].config.arm
+    assert (control.mixture, control.step_matched) == ("und-only", True)
     ranged = cells["default.sem-sem.mixed.lora-layers:0-1.s0"].config
     assert (ranged.freeze.preset, ranged.freeze.lora_layers) == ("lora-layers", [0, 1])
     distorted = cells["default.sem-sem.din0.5.mixed.lora.s0"].config.model
@@ -97,6 +99,9 @@ def test_grid_axes_lora_layers_and_distortions_make_distinct_cells(tiny_embedded
     for bad in (["lora-layers"], ["lora:1"], ["lora-layers:a-b"]):
         with pytest.raises(UnilensError, match="lora-layers"):
             cells_of(load_battery(_battery(tiny_embedded, tmp_path, presets=bad)))
+    for bad, message in ((["und-only:twice"], "step-matched"), (["mixed:step-matched"], "mixed is the reference")):
+        with pytest.raises(UnilensError, match=message):
+            cells_of(load_battery(_battery(tiny_embedded, tmp_path, mixtures=bad)))
 
 
 def test_grids_union_their_cells_once_and_check_their_axes(tiny_embedded, tmp_path):

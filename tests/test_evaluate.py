@@ -98,6 +98,17 @@ def test_eval_bad_target(tmp_path):
         checkpoints_of(tmp_path)
 
 
+def test_checkpoints_chosen_by_fraction_of_training(trained_runs):
+    run = trained_runs["vq-vq"].out  # saved at fractions 0.5 and 1.0
+    every = checkpoints_of(run, "all")
+    assert checkpoints_of(run, "fractions:0.5") == every[:1]
+    assert checkpoints_of(run, "fractions:1,0.5") == every
+    with pytest.raises(UnilensError, match="asked for fractions"):
+        checkpoints_of(run, "fractions:0.25")
+    with pytest.raises(UnilensError, match="cannot read"):
+        checkpoints_of(run, "fractions:half")
+
+
 def test_semantic_generation_scored_by_cosine_and_probes(trained_runs):
     from models.build import load_checkpoint
     from models.evaluate import FeatureProbes

@@ -42,9 +42,9 @@ def _run(root, name, mixture, und_right, gen_right, distortion=0.0, n_images=40)
                 **tags,
             }
         )
-    if mixture != "gen-only":
+    if not mixture.startswith("gen-only"):
         pd.DataFrame(choices).to_csv(folder / "eval" / "choices.csv", index=False)
-    if mixture != "und-only":
+    if not mixture.startswith("und-only"):
         pd.DataFrame(gen).to_csv(folder / "eval" / "generation.csv", index=False)
     return str(folder)
 
@@ -54,20 +54,24 @@ def test_mixing_gains_pair_images_and_track_distortion(tmp_path):
         "mixed": _run(tmp_path, "m", "mixed", und_right=0.9, gen_right=0.8),
         "und-only": _run(tmp_path, "u", "und-only", und_right=0.4, gen_right=0.0),
         "gen-only": _run(tmp_path, "g", "gen-only", und_right=0.0, gen_right=0.8),
+        "und-only-steps": _run(tmp_path, "us", "und-only:step-matched", und_right=0.6, gen_right=0.0),
         "mixed-d": _run(tmp_path, "md", "mixed", und_right=0.5, gen_right=0.5, distortion=1.0),
         "und-only-d": _run(tmp_path, "ud", "und-only", und_right=0.5, gen_right=0.0, distortion=1.0),
     }
     cfg = {"models": models, "out": str(tmp_path / "out"), "attributes": ["weather_pos"], "n_boot": 300}
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["mixing", str(tmp_path / "m.yaml")]) == 0
-    gain = pd.read_csv(tmp_path / "out" / "mixing.csv").set_index(["input_distortion", "task"])
+    gain = pd.read_csv(tmp_path / "out" / "mixing.csv")
+    control = gain[gain["versus"] == "und-only:step-matched"]
+    assert len(control) == 1 and control["gain"].iloc[0] == pytest.approx(0.3)
+    gain = gain[gain["versus"] != "und-only:step-matched"].set_index(["input_distortion", "task"])
     und = gain.loc[(0.0, "understanding")]
     assert und["gain"] == pytest.approx(0.5) and und["lo"] > 0.2 and und["versus"] == "und-only"
     assert gain.loc[(0.0, "generation"), "gain"] == pytest.approx(0.0)
     assert gain.loc[(1.0, "understanding"), "gain"] == pytest.approx(0.0)
     assert (1.0, "generation") not in gain.index  # no generation-only arm at that distortion
     scores = pd.read_csv(tmp_path / "out" / "mixing_scores.csv")
-    assert len(scores) == 2 + 1 + 1 + 2 + 1  # mixed: und + gen; und-only: und; gen-only: gen; the distorted pair
+    assert len(scores) == 2 + 1 + 1 + 1 + 2 + 1  # mixed: und + gen; und-only, step-matched: und; gen-only: gen; ...
     for name in ("mixing_curves.png", "mixing_distortion.png"):
         assert (tmp_path / "out" / name).is_file()
     assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "r.html")]) == 0
