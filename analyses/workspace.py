@@ -8,6 +8,7 @@ notebook runs top to bottom in CI.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,30 +58,38 @@ def workspace(smoke: bool | None = None, root: str | Path | None = None) -> Work
     return _smoke(Path(root or os.environ.get("UNILENS_SMOKE_DIR", "runs/smoke"))) if smoke else _full()
 
 
+def battery_cells(root: Path = Path("runs/battery")) -> dict[str, Path]:
+    """Finished battery cells by name (e.g. "weather.sem-sem.mixed.lora.s0"), over every battery under `root`."""
+    cells = {}
+    for status in sorted(root.glob("*/cells/*/cell.json")):
+        info = json.loads(status.read_text())
+        if info.get("status") == "done":
+            cells.setdefault(info["name"].split("/")[-1], status.parent)
+    return cells
+
+
 def _full() -> Workspace:
     ws = Workspace(False, Path("runs"), Path("runs/embedded"), Path("runs/data/weather_transfer"))
     ws.probe_runs = {n: Path(f"runs/probe_set/sem-sem-{a}-{p}") for n, a, p in _names()}
-    ws.transfer_runs = {n: Path(f"runs/transfer/weather-sem-sem-{a}-{p}") for n, a, p in _names()}
+    cells = battery_cells()
+    for n, a, p in _names():  # a standalone run, else the same model from a battery (the README's main job)
+        run = Path(f"runs/transfer/weather-sem-sem-{a}-{p}")
+        cell = cells.get(f"weather.sem-sem.{a}.{p}.s0")
+        ws.transfer_runs[n] = cell if cell is not None and not (run / "summary.json").is_file() else run
     make_split = "unilens data make configs/data/weather_transfer.yaml --out runs/data/weather_transfer"
+    quick = "unilens battery run configs/battery/quick.yaml  # trains the four weather-split models"
     needs = {
         "embedded": {ws.embedded / "lm": "unilens embedded build configs/embedded.yaml"},
         "probe_set": {r: f"unilens train configs/train/probe_set/{r.name}.yaml" for r in ws.probe_runs.values()},
         "transfer_data": {ws.transfer_data: make_split},
         "transfer_lora": {
             ws.transfer_data: make_split,
-            **{
-                r: f"unilens train configs/train/transfer/{r.name}.yaml"
-                for n, r in ws.transfer_runs.items()
-                if n.endswith("+lora")
-            },
+            **{r: quick for n, r in ws.transfer_runs.items() if n.endswith("+lora")},
         },
-        "transfer": {
-            ws.transfer_data: make_split,
-            **{r: f"unilens train configs/train/transfer/{r.name}.yaml" for r in ws.transfer_runs.values()},
-        },
+        "transfer": {ws.transfer_data: make_split, **{r: quick for r in ws.transfer_runs.values()}},
     }
     for part, paths in needs.items():
-        missing = [cmd for path, cmd in paths.items() if not path.exists()]
+        missing = list(dict.fromkeys(cmd for path, cmd in paths.items() if not path.exists()))
         if missing:
             ws.missing[part] = missing
     return ws

@@ -66,3 +66,23 @@ def test_full_workspace_names_the_commands_for_what_is_missing(tmp_path, monkeyp
         ws.require("embedded")
     with pytest.raises(UnilensError, match=r"configs/train/probe_set/sem-sem-mixed-lora\.yaml"):
         ws.require("probe_set")
+    with pytest.raises(UnilensError, match=r"unilens battery run configs/battery/quick\.yaml"):
+        ws.require("transfer")
+
+
+def test_full_workspace_finds_the_transfer_models_in_a_battery(tmp_path, monkeypatch):
+    import json
+
+    from analyses.workspace import workspace
+
+    monkeypatch.chdir(tmp_path)
+    for key, name, status in (
+        ("aaa", "weather.sem-sem.mixed.lora.s0", "done"),
+        ("bbb", "weather.sem-sem.und-only.lora.s0", "failed"),
+    ):
+        folder = tmp_path / "runs/battery/quick/cells" / key
+        folder.mkdir(parents=True)
+        (folder / "cell.json").write_text(json.dumps({"name": name, "status": status}))
+    runs = workspace(smoke=False).transfer_runs
+    assert runs["mixed+lora"] == Path("runs/battery/quick/cells/aaa")  # a finished cell stands in
+    assert runs["und-only+lora"] == Path("runs/transfer/weather-sem-sem-und-only-lora")  # a failed one does not
