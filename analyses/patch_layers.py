@@ -99,9 +99,7 @@ def summarize_effects(
     return pd.DataFrame(rows)
 
 
-def _integrated_gradients(
-    model, pairs, clean, good, bad, image_size: int, out: Path, name: str, attribute: str
-) -> pd.DataFrame:
+def ig_overlays(model, pairs, clean, good, bad, image_size: int, out: Path, name: str, attribute: str) -> pd.DataFrame:
     """IG heatmaps over the image-token grid of the first clean examples, overlaid on their images; returns the
     convergence rows."""
     k = min(8, clean.ids.shape[0])
@@ -150,7 +148,7 @@ def patch_model(
                 df = df.merge(est[["site", "group", "example", "estimated_change"]], on=["site", "group", "example"])
             parts.append(df.assign(attribute=attribute))
         if ig_out is not None:
-            ig_rows.append(_integrated_gradients(model, pairs, clean, good, bad, image_size, ig_out, name, attribute))
+            ig_rows.append(ig_overlays(model, pairs, clean, good, bad, image_size, ig_out, name, attribute))
         log(f"[patch] {name} {attribute}: {len(watches)} pairs x {len(cells)} cells x {len(cfg.modes)} modes")
     out = pd.concat(parts, ignore_index=True)
     kinds_layers = out["site"].map(site_layer)

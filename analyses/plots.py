@@ -339,3 +339,28 @@ def plot_mixing_distortion(gain: pd.DataFrame, path: str | Path | None = None):
     ax.set_title("Does the mixed-training gain need aligned input and output spaces?")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_layer_attributions(summary: pd.DataFrame, attribute: str, path: str | Path | None = None):
+    """Share of the answer's logit difference attributed to each position group, per block, one panel per model."""
+    d = summary[summary["attribute"] == attribute]
+    models = sorted(d["model"].unique())
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.2 * max(1, len(models)), 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=False):
+        md = d[d["model"] == model]
+        for group, gd in md.groupby("group"):
+            gd = gd.sort_values("layer")
+            line = ax.plot(gd["layer"], gd["share"], marker="o", label=group)[0]
+            ax.fill_between(gd["layer"], gd["lo"], gd["hi"], color=line.get_color(), alpha=0.2)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axhline(1, color="gray", ls=":", lw=0.8)
+        _layer_axis(ax, md["layer"].to_numpy())
+        ax.set_ylim(-0.5, 1.5)
+        total = md["mean_total"].iloc[0] if len(md) else float("nan")
+        note = "" if md["reads_image"].all() else "\n(the answer barely depends on the image: noise)"
+        ax.set_title(f"{model}, f(x) - f(mean image) = {total:.2f}{note}", fontsize=8)
+        ax.set_ylabel("share of the logit difference")
+        ax.legend(fontsize=7, title="positions", title_fontsize=7)
+    fig.suptitle(f"At which positions, block by block, does the evidence for '{attribute}' sit? (layer IG)")
+    fig.tight_layout()
+    return _save(fig, path)

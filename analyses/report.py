@@ -148,6 +148,26 @@ def transfer_section(folder: Path) -> str:
     )
 
 
+def attribution_section(folder: Path) -> str:
+    s = pd.read_csv(folder / "layer_attributions_summary.csv")
+    answers = []
+    for (model, attribute), g in s.groupby(["model", "attribute"]):
+        if not g["reads_image"].all():
+            answers.append(f"{model} / {attribute}: the answer barely depends on the image; shares are noise")
+            continue
+        image = g[g["group"] == "image"].sort_values("layer")
+        gone = image[image["share"] < 0.5]
+        where = f"block {int(gone['layer'].iloc[0])}" if len(gone) else "no block (it stays there)"
+        answers.append(f"{model} / {attribute}: most of the evidence leaves the image positions at {where}")
+    return _section(
+        "At which positions, block by block, does the evidence for each answer sit?",
+        answers,
+        s,
+        sorted(folder.glob("layer_attribution_*.png")),
+        folder,
+    )
+
+
 def mixing_section(folder: Path) -> str:
     from analyses.mixing import answer_lines as mixing_lines
 
@@ -167,6 +187,7 @@ KINDS = (
     ("patching_summary.csv", patching_section),
     ("transfer.csv", transfer_section),
     ("mixing.csv", mixing_section),
+    ("layer_attributions_summary.csv", attribution_section),
 )
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}img{max-width:100%}

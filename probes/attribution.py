@@ -3,6 +3,13 @@
 integrated_gradients   captum IG over the image embeddings for the answer logit difference, with the mean image
                        embedding as baseline (a zero baseline is meaningless for RMSNorm models, which are nearly
                        scale-invariant); returns per-image-token attributions and the convergence delta.
+layer_integrated_gradients
+                       captum LayerIntegratedGradients to each LLM block's output (the residual stream after the
+                       block; captum integrates along the straight line between that block's outputs on the
+                       baseline and on the input): per block and position, how much of the answer's logit
+                       difference flows through there. A block's output is a complete cut of the network, so each
+                       block's attributions sum to the same f(input) - f(baseline). One block per call: captum's
+                       multi-layer mode replaces every layer's output at once, which cuts sequential blocks apart.
 attribution_patching   one forward and backward pass on the corrupt input estimates every cell's denoising effect
                        at once: (clean - corrupt activation) . d metric / d activation, summed over the cell's
                        positions. A first-order estimate: check its top cells with true patching.
@@ -12,7 +19,7 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from captum.attr import IntegratedGradients
+from captum.attr import IntegratedGradients, LayerIntegratedGradients
 
 from models.sequence import UND_IMAGE, Batch
 from probes.hooks import HookedVLM
@@ -27,13 +34,8 @@ def _logit_diff_from_embeds(model, batch: Batch, good: torch.Tensor, bad: torch.
     return forward
 
 
-def integrated_gradients(
-    model, batch: Batch, good: torch.Tensor, bad: torch.Tensor, n_steps: int = 50
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per example: attribution of the answer logit difference to each image token (B, T), and the convergence
-    delta (B,) = sum of attributions - (f(input) - f(baseline)). The baseline replaces every image token by the
-    batch's mean image-token embedding; text embeddings are the same in input and baseline."""
-    model.eval()
+def _mean_image_baseline(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input embeddings, and the same with every image token replaced by the batch's mean image token."""
     with torch.no_grad():
         embeds = model.embed(batch)
     image = batch.kind == UND_IMAGE
@@ -41,20 +43,57 @@ def integrated_gradients(
         raise ValueError("every example needs input-image positions to attribute to")
     baseline = embeds.clone()
     baseline[image] = embeds[image].mean(0)
+    return embeds, baseline
 
-    def batched(x: torch.Tensor) -> torch.Tensor:
-        # captum stacks the interpolation steps along the batch dimension
-        reps = x.shape[0] // embeds.shape[0]
+
+def _stacked_forward(model, batch: Batch, good: torch.Tensor, bad: torch.Tensor):
+    """The logit difference as a function of embeddings for captum, which stacks interpolation steps along the
+    batch dimension."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        reps = x.shape[0] // batch.ids.shape[0]
         big = repeat_batch(batch, reps)
         return _logit_diff_from_embeds(model, big, good.repeat(reps), bad.repeat(reps))(x)
 
-    ig = IntegratedGradients(batched)
+    return forward
+
+
+def integrated_gradients(
+    model, batch: Batch, good: torch.Tensor, bad: torch.Tensor, n_steps: int = 50
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: attribution of the answer logit difference to each image token (B, T), and the convergence
+    delta (B,) = sum of attributions - (f(input) - f(baseline)). The baseline replaces every image token by the
+    batch's mean image-token embedding; text embeddings are the same in input and baseline."""
+    model.eval()
+    embeds, baseline = _mean_image_baseline(model, batch)
+    ig = IntegratedGradients(_stacked_forward(model, batch, good, bad))
     attr, delta = ig.attribute(
         embeds, baselines=baseline, n_steps=n_steps, return_convergence_delta=True, internal_batch_size=None
     )
     per_token = attr.sum(-1)  # (B, L)
+    image = batch.kind == UND_IMAGE
     b, t = embeds.shape[0], int(image[0].sum())
     return per_token[image].reshape(b, t).detach(), delta.detach()
+
+
+def layer_integrated_gradients(
+    model, batch: Batch, good: torch.Tensor, bad: torch.Tensor, n_steps: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example, block and position: attribution of the answer logit difference to the block's output, summed
+    over features (B, n_layers, L); and f(input) - f(baseline) per example (B,), which every block's attributions
+    sum to up to the integration error."""
+    model.eval()
+    embeds, baseline = _mean_image_baseline(model, batch)
+    forward = _stacked_forward(model, batch, good, bad)
+    per_block = []
+    for block in model.blocks:
+        lig = LayerIntegratedGradients(forward, block)
+        attr = lig.attribute(embeds, baselines=baseline, n_steps=n_steps, internal_batch_size=None)
+        per_block.append(attr.sum(-1))
+    per_position = torch.stack(per_block, dim=1)  # (B, n_layers, L)
+    with torch.no_grad():
+        total = forward(embeds) - forward(baseline)
+    return per_position.detach(), total.detach()
 
 
 def attribution_patching(

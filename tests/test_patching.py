@@ -228,3 +228,44 @@ def test_attribution_patching_matches_true_patching_in_the_linear_regime(pair):
     estimate = torch.tensor(est["estimated_change"].values)
     assert change.abs().max() > 1e-5  # the perturbation moves the answer at all
     assert torch.allclose(estimate, change, atol=0.05 * change.abs().max().item())
+
+
+def test_layer_integrated_gradients_complete_at_every_block_and_end_at_the_answer_position(pair):
+    from probes.attribution import layer_integrated_gradients
+
+    model, clean, _corrupt, good, bad = pair
+    attr, total = layer_integrated_gradients(model, clean, good, bad, n_steps=32)
+    assert attr.shape == (clean.ids.shape[0], len(model.blocks), clean.ids.shape[1])
+    scale = total.abs().max()
+    # every block's output is a complete cut: its attributions sum to f(input) - f(baseline)
+    assert (attr.sum(-1) - total[:, None]).abs().max() < 0.05 * scale + 1e-4
+    # after the last block the answer reads only the final position, so nothing else gets attribution
+    assert attr[:, -1, :-1].abs().max() < 1e-5 * (1 + scale)
+
+
+def test_attribute_cli_writes_layer_shares_and_heatmaps(trained_runs, tmp_path):
+    import pandas as pd
+    import yaml
+
+    from unilens.cli import main
+
+    cfg = {
+        "out": str(tmp_path / "attr"),
+        "models": {"tiny": trained_runs["sem-sem"].out},
+        "attributes": ["weather"],
+        "n_examples": 4,
+        "n_steps": 8,
+    }
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["attribute", str(tmp_path / "a.yaml")]) in (0, None)
+    summary = pd.read_csv(tmp_path / "attr" / "layer_attributions_summary.csv")
+    n_layers = summary["layer"].max() + 1
+    assert len(summary) == 3 * n_layers  # image, question, template per block
+    shares = summary.groupby("layer")["share"].sum()
+    assert ((shares - 1).abs() < 0.2).all()  # the three groups cover every position that moves the answer
+    last = summary[summary["layer"] == n_layers - 1].set_index("group")["share"]
+    assert last["template"] == pytest.approx(1.0, abs=0.02)
+    assert (tmp_path / "attr" / "layer_attribution_weather.png").is_file()
+    assert (tmp_path / "attr" / "ig_weather_tiny.png").is_file()
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({**cfg, "attributes": ["time"]}))
+    assert main(["attribute", str(tmp_path / "b.yaml")]) == 2

@@ -137,6 +137,15 @@ def _transfer(args: argparse.Namespace) -> None:
     print(f"transfer results in {cfg.out} (transfer.csv, transfer_questions.csv, figure)")
 
 
+def _attribute(args: argparse.Namespace) -> None:
+    from analyses.attribute_layers import AttributeConfig, run_attributions
+
+    cfg = _config_with_out(AttributeConfig, args)
+    summary = run_attributions(cfg)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"attributions in {cfg.out} (layer_attributions*.csv, ig_convergence.csv, figures)")
+
+
 def _mixing(args: argparse.Namespace) -> None:
     from analyses.mixing import MixingConfig, run_mixing
 
@@ -258,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("config", help="YAML transfer config (see configs/transfer/)")
     tr.add_argument("--out", default=None, help="output folder (overrides the config)")
     tr.set_defaults(func=_transfer)
+
+    at = sub.add_parser(
+        "attribute", help="layer integrated gradients per LLM block and position group, IG heatmaps: CSV + plots"
+    )
+    at.add_argument("config", help="YAML attribute config (models: {name: run folder}, attributes, out)")
+    at.add_argument("--out", default=None, help="output folder (overrides the config)")
+    at.set_defaults(func=_attribute)
 
     mx = sub.add_parser(
         "mixing", help="findings 1 and 2: mixed vs single-task training per variant, distortion and data seen"
