@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analyses.attribute_layers import AttributeConfig, run_attributions
 from analyses.mixing import MixingConfig, run_mixing
 from analyses.patch_layers import PatchConfig, run_patching
 from analyses.probe_layers import ProbeConfig, run_probes
@@ -61,6 +62,8 @@ class BatteryConfig:
     probe_dataset: str = ""  # which dataset's cells to probe and patch (default: the first)
     patching: bool = False
     patch_pairs: int = 32
+    attributions: bool = False  # layer integrated gradients per block and position group, IG heatmaps
+    attribution_attributes: list[str] = field(default_factory=lambda: ["weather", "weather_pos"])
     transfer: dict[str, dict] = field(default_factory=dict)  # dataset name -> {attribute, held_out}
     # sub-grids, each a question of its own: an entry overrides any of GRID_AXES (datasets as a list of names;
     # train merged over the top-level train). Empty: one grid from the top-level axes. Cells shared by two grids
@@ -297,6 +300,12 @@ def _analyses(cfg: BatteryConfig, done: list[Cell], log) -> list[Path]:
         run_patching(
             PatchConfig(models=probe_cells, out=str(folder), n_pairs=cfg.patch_pairs, site_kinds=["resid_post"]),
             log=log,
+        )
+        folders.append(folder)
+    if cfg.attributions and probe_cells:
+        folder = out / "attributions"
+        run_attributions(
+            AttributeConfig(models=probe_cells, out=str(folder), attributes=list(cfg.attribution_attributes)), log=log
         )
         folders.append(folder)
     if cfg.mixing:

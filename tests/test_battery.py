@@ -47,7 +47,7 @@ def test_battery_runs_skips_isolates_failures_and_reports(tiny_embedded, tmp_pat
     failed = table[table["cell"].str.contains("no-such-variant")]
     assert (failed["status"] == "failed").all() and failed["error"].str.contains("unknown variant").all()
     report = (tmp_path / "battery" / "report.html").read_text()
-    assert report.count("<section>") == 4 + 5  # 4 evaluated cells, probes, patching, mixing x 2 datasets, transfer
+    assert report.count("<section>") == 4 + 6  # 4 evaluated cells, probes, patching, attributions, mixing x 2, transfer
     assert "mixed - und-only (sem-sem, lora)" in report
     done = [c for c in cells_of(cfg) if "sem-sem" in c.name]
     stamps = {c.key: (c.folder / "summary.json").stat().st_mtime_ns for c in done}
