@@ -10,6 +10,7 @@ CONFIGS = sorted(Path("configs").rglob("*.yaml"))
 
 
 def _kind(path: Path):
+    from analyses.attribute_layers import AttributeConfig
     from analyses.patch_layers import PatchConfig
     from analyses.probe_layers import ProbeConfig
     from analyses.transfer import TransferConfig
@@ -26,7 +27,12 @@ def _kind(path: Path):
         return DataConfig
     if "train" in parts:
         return TrainConfig
-    for folder, cls in (("probe", ProbeConfig), ("patch", PatchConfig), ("transfer", TransferConfig)):
+    for folder, cls in (
+        ("probe", ProbeConfig),
+        ("patch", PatchConfig),
+        ("transfer", TransferConfig),
+        ("attribute", AttributeConfig),
+    ):
         if folder in parts:
             return cls
     return {
