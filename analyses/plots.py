@@ -355,6 +355,7 @@ def plot_layer_attributions(summary: pd.DataFrame, attribute: str, path: str | P
         ax.axhline(0, color="black", lw=0.8)
         ax.axhline(1, color="gray", ls=":", lw=0.8)
         _layer_axis(ax, md["layer"].to_numpy())
+        ax.set_xlabel("LLM block (attributed at its output)")
         ax.set_ylim(-0.5, 1.5)
         total = md["mean_total"].iloc[0] if len(md) else float("nan")
         note = "" if md["reads_image"].all() else "\n(the answer barely depends on the image: noise)"
