@@ -67,6 +67,11 @@ def per_item(name: str, run: str | Path, attributes: list[str]) -> pd.DataFrame:
         raise UnilensError(f"{run}: its eval tables score none of the attributes {attributes}")
     cols = ["task", "image", "attribute", "fraction", "step", "variant", "preset", "mixture", "seed", "score"]
     items = pd.concat([p[cols] for p in parts], ignore_index=True)
+    # a task the arm never trained on is not a score of that arm (und-only models still emit image tokens)
+    untrained = {"understanding": "gen-only", "generation": "und-only"}
+    items = items[[untrained[t] != m.split(":")[0] for t, m in zip(items["task"], items["mixture"], strict=True)]]
+    if not len(items):
+        raise UnilensError(f"{run}: its eval tables hold no task its arm trained on")
     chance = items["attribute"].map(lambda a: 1 / len(ATTRIBUTE_VALUES[a]))
     return items.assign(model=name, chance=chance, **_distortions(run))
 
