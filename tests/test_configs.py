@@ -11,6 +11,7 @@ CONFIGS = sorted(Path("configs").rglob("*.yaml"))
 
 def _kind(path: Path):
     from analyses.attribute_layers import AttributeConfig
+    from analyses.mixing import MixingConfig
     from analyses.patch_layers import PatchConfig
     from analyses.probe_layers import ProbeConfig
     from analyses.transfer import TransferConfig
@@ -32,6 +33,7 @@ def _kind(path: Path):
         ("patch", PatchConfig),
         ("transfer", TransferConfig),
         ("attribute", AttributeConfig),
+        ("mixing", MixingConfig),
     ):
         if folder in parts:
             return cls
