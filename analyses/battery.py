@@ -60,6 +60,7 @@ class BatteryConfig:
     mixing: bool = False  # findings 1-2: mixed vs single-task gains over the evaluated cells of each dataset
     probes: bool = False
     probe_dataset: str = ""  # which dataset's cells to probe and patch (default: the first)
+    probe_limit: int = 0  # probe only the first N test images (0: all); probes cost minutes per model on a CPU
     patching: bool = False
     patch_pairs: int = 32
     attributions: bool = False  # layer integrated gradients per block and position group, IG heatmaps
@@ -291,9 +292,8 @@ def _analyses(cfg: BatteryConfig, done: list[Cell], log) -> list[Path]:
     probe_cells = {c.name: str(c.folder) for c in done if c.dataset == probe_ds}
     if cfg.probes and probe_cells:
         folder = out / "probes"
-        run_probes(
-            ProbeConfig(models=probe_cells, out=str(folder), seeds=[0, 1, 2] if len(cfg.seeds) == 1 else [0]), log=log
-        )
+        seeds = [0, 1, 2] if len(cfg.seeds) == 1 else [0]
+        run_probes(ProbeConfig(models=probe_cells, out=str(folder), seeds=seeds, limit=cfg.probe_limit), log=log)
         folders.append(folder)
     if cfg.patching and probe_cells:
         folder = out / "patching"

@@ -213,7 +213,7 @@ def plot_cross_model(summary: pd.DataFrame, attribute: str, path: str | Path | N
         _layer_axis(ax, patched["layer"].to_numpy())
         ax.set_ylim(0, 1)
         ax.set_ylabel("held-out value accuracy (choice)")
-        ax.set_title(f"{donor} -> {recipient}", fontsize=9)
+        ax.set_title(f"{donor}\n-> {recipient}", fontsize=7)
         ax.legend(fontsize=7)
     fig.suptitle(f"At which layer does the {attribute} knowledge the donor has (and the recipient lacks) live?")
     fig.tight_layout()
