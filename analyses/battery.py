@@ -227,6 +227,7 @@ def _datasets(cfg: BatteryConfig, log) -> None:
         if not entry.config:
             raise UnilensError(f"dataset '{name}' not found at {entry.path} and no `config:` to render it from")
         log(f"[battery] rendering dataset {name} -> {entry.path}")
+        Path(entry.path).parent.mkdir(parents=True, exist_ok=True)  # e.g. runs/data on a fresh clone
         make_dataset(load_config(DataConfig, entry.config), entry.path, progress=False)
 
 

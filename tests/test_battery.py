@@ -27,7 +27,8 @@ def _battery(tiny_embedded, tmp_path, **over):
         embedded=str(tiny_embedded),
         datasets={
             "default": {"path": str(tiny_embedded / "data")},
-            "weather": {"path": str(tmp_path / "weather"), "config": str(tmp_path / "weather.yaml")},
+            # under a folder that does not exist yet, as runs/data on a fresh clone
+            "weather": {"path": str(tmp_path / "data" / "weather"), "config": str(tmp_path / "weather.yaml")},
         },
     )
     cfg["train"]["cache_dir"] = str(tmp_path / "cache")
