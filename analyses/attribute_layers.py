@@ -6,7 +6,7 @@ LLM block's output, with the mean-image baseline. Per block, the share of f(inpu
 each position group (image, question, template) as a ratio of means over examples with a bootstrap CI; a block's
 shares sum to 1 up to the integration error, which is reported. Plus integrated-gradients heatmaps over the image
 tokens, overlaid on the watches. A model whose answer barely depends on the image (mean |f(input) - f(baseline)|
-below `min_total`) gets `reads_image = False`: its shares divide noise by almost nothing.
+below `min_total` in absolute value) gets `reads_image = False`: its shares divide noise by almost nothing.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def summarize_shares(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_to
                 "hi": float(np.quantile(boot, 0.975)),
                 "mean_total": total.mean(),
                 "max_relative_error": float(np.abs(g["error"]).max() / max(np.abs(total).mean(), 1e-9)),
-                "reads_image": bool(np.abs(total).mean() >= min_total),
+                "reads_image": bool(abs(total.mean()) >= min_total),  # the ratio divides by this mean
                 "n": len(g),
             }
         )

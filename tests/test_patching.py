@@ -269,3 +269,28 @@ def test_attribute_cli_writes_layer_shares_and_heatmaps(trained_runs, tmp_path):
     assert (tmp_path / "attr" / "ig_weather_tiny.png").is_file()
     (tmp_path / "b.yaml").write_text(yaml.safe_dump({**cfg, "attributes": ["time"]}))
     assert main(["attribute", str(tmp_path / "b.yaml")]) == 2
+
+
+def test_layer_shares_flag_answers_that_do_not_depend_on_the_image():
+    import pandas as pd
+
+    from analyses.attribute_layers import summarize_shares
+
+    rows = []
+    for example, total in enumerate([1.0, -1.0, 1.0, -1.0, 2.0, 2.0]):  # cancelling totals, then a steady one
+        model = "noise" if example < 4 else "reads"
+        rows.append(
+            {
+                "model": model,
+                "attribute": "weather",
+                "layer": 0,
+                "group": "image",
+                "example": example,
+                "attribution": 0.75 * total,
+                "total": total,
+                "error": 0.0,
+            }
+        )
+    shares = summarize_shares(pd.DataFrame(rows), n_boot=50).set_index("model")
+    assert not shares.loc["noise", "reads_image"]  # |mean total| is 0: a ratio over it would be noise
+    assert shares.loc["reads", "reads_image"] and shares.loc["reads", "share"] == pytest.approx(0.75)
