@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analyses.patch_layers import ig_overlays
+from analyses.patch_layers import ig_overlays, pair_analysis_folder
 from analyses.plots import plot_layer_attributions
 from models.build import load_checkpoint
 from models.evaluate import checkpoints_of
@@ -28,7 +28,6 @@ from probes.patching import group_mask
 from tasks.records import load_dataset
 from tasks.splits import arm_label
 from tasks.world import Watch
-from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
 
 
@@ -105,13 +104,7 @@ def summarize_shares(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_to
 
 
 def run_attributions(cfg: AttributeConfig, log=print) -> pd.DataFrame:
-    if not cfg.models:
-        raise UnilensError("attribute config lists no models: add `models: {name: path/to/run_or_checkpoint}`")
-    bad = set(cfg.attributes) - set(PATCHABLE)
-    if bad:
-        raise UnilensError(f"cannot attribute attributes {sorted(bad)}; choose from {list(PATCHABLE)}")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = pair_analysis_folder(cfg.models, cfg.attributes, cfg.out, "attribute")
     parts, ig_rows = [], []
     for name, target in cfg.models.items():
         df, ig = attribute_model(checkpoints_of(target, "last")[0], cfg, name, out, log)

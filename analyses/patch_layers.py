@@ -158,14 +158,21 @@ def patch_model(
     return out.assign(model=name, **tags, checkpoint=str(ckpt)), ig_rows
 
 
-def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
-    if not cfg.models:
-        raise UnilensError("patch config lists no models: add `models: {name: path/to/run_or_checkpoint}`")
-    bad = set(cfg.attributes) - set(PATCHABLE)
+def pair_analysis_folder(models: dict, attributes: list[str], out: str, verb: str) -> Path:
+    """Check an analysis over counterfactual pairs (patch, attribute) names models and patchable attributes; make
+    and return its output folder."""
+    if not models:
+        raise UnilensError(f"{verb} config lists no models: add `models: {{name: path/to/run_or_checkpoint}}`")
+    bad = set(attributes) - set(PATCHABLE)
     if bad:
-        raise UnilensError(f"cannot patch attributes {sorted(bad)}; patchable attributes: {list(PATCHABLE)}")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+        raise UnilensError(f"cannot {verb} attributes {sorted(bad)}; patchable attributes: {list(PATCHABLE)}")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
+    out = pair_analysis_folder(cfg.models, cfg.attributes, cfg.out, "patch")
     parts, ig_rows = [], []
     for name, target in cfg.models.items():
         effects, ig = patch_model(checkpoints_of(target, "last")[0], cfg, name, log, ig_out=out)

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from models.presets import parse_preset
+
 
 def mean_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     values = np.asarray(values, dtype=float)
@@ -109,6 +111,18 @@ def plot_cross_context(df: pd.DataFrame, attribute: str, path: str | Path | None
     return _save(fig, path)
 
 
+def _group_lines(ax, d: pd.DataFrame, value: str) -> None:
+    """One line per position group over layers with its CI band, on a -0.5..1.5 scale with 0 and 1 marked."""
+    for group, gd in d.groupby("group"):
+        gd = gd.sort_values("layer")
+        line = ax.plot(gd["layer"], gd[value], marker="o", label=group)[0]
+        ax.fill_between(gd["layer"], gd["lo"], gd["hi"], color=line.get_color(), alpha=0.2)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(1, color="gray", ls=":", lw=0.8)
+    _layer_axis(ax, d["layer"].to_numpy())
+    ax.set_ylim(-0.5, 1.5)
+
+
 def plot_patching(summary: pd.DataFrame, attribute: str, mode: str, path: str | Path | None = None, kind="resid_post"):
     """Normalised patching effect per layer, one line per position group, one panel per model."""
     d = summary[(summary["attribute"] == attribute) & (summary["mode"] == mode)]
@@ -117,14 +131,7 @@ def plot_patching(summary: pd.DataFrame, attribute: str, mode: str, path: str | 
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.2 * max(1, len(models)), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models, strict=False):
         md = d[d["model"] == model]
-        for group, gd in md.groupby("group"):
-            gd = gd.sort_values("layer")
-            line = ax.plot(gd["layer"], gd["effect"], marker="o", label=group)[0]
-            ax.fill_between(gd["layer"], gd["lo"], gd["hi"], color=line.get_color(), alpha=0.2)
-        ax.axhline(0, color="black", lw=0.8)
-        ax.axhline(1, color="gray", ls=":", lw=0.8)
-        _layer_axis(ax, md["layer"].to_numpy())
-        ax.set_ylim(-0.5, 1.5)
+        _group_lines(ax, md, "effect")
         note = "" if md["separates"].all() else "\n(clean and corrupt answers do not differ: noise)"
         ax.set_title(f"{model}{note}", fontsize=9)
         ax.set_ylabel(f"normalised effect ({mode})")
@@ -160,8 +167,8 @@ def _preset_order(preset: str) -> tuple[int, float]:
     """adapters (no LLM layer adapted), then lora-layers by their first then last layer, then lora and full."""
     if preset == "adapters":
         return (0, 0.0)
-    if preset.startswith("lora-layers:"):
-        layers = [int(x) for x in preset.split(":")[1].replace("-", ",").split(",")]
+    name, layers = parse_preset(preset)
+    if name == "lora-layers":
         return (1, layers[0] + layers[-1] / 100)
     return (2, 0.0 if preset == "lora" else 1.0)
 
@@ -348,15 +355,8 @@ def plot_layer_attributions(summary: pd.DataFrame, attribute: str, path: str | P
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.2 * max(1, len(models)), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models, strict=False):
         md = d[d["model"] == model]
-        for group, gd in md.groupby("group"):
-            gd = gd.sort_values("layer")
-            line = ax.plot(gd["layer"], gd["share"], marker="o", label=group)[0]
-            ax.fill_between(gd["layer"], gd["lo"], gd["hi"], color=line.get_color(), alpha=0.2)
-        ax.axhline(0, color="black", lw=0.8)
-        ax.axhline(1, color="gray", ls=":", lw=0.8)
-        _layer_axis(ax, md["layer"].to_numpy())
+        _group_lines(ax, md, "share")
         ax.set_xlabel("LLM block (attributed at its output)")
-        ax.set_ylim(-0.5, 1.5)
         total = md["mean_total"].iloc[0] if len(md) else float("nan")
         note = "" if md["reads_image"].all() else "\n(the answer barely depends on the image: noise)"
         ax.set_title(f"{model}, f(x) - f(mean image) = {total:.2f}{note}", fontsize=8)

@@ -409,13 +409,13 @@ def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
     if which == "all":
         return ckpts
     if which.startswith("fractions:"):
-        import json
+        from models.checkpoint import read_manifest
 
         try:
             fractions = [float(f) for f in which.split(":", 1)[1].split(",")]
         except ValueError:
             raise UnilensError(f"cannot read '{which}': write fractions:0.25,0.5,1") from None
-        saved = {c: json.loads((c / "manifest.json").read_text())["fraction"] for c in ckpts}
+        saved = {c: read_manifest(c)["fraction"] for c in ckpts}
         chosen = [c for c, f in saved.items() if any(abs(f - w) < 1e-6 for w in fractions)]
         if len(chosen) != len(fractions):
             raise UnilensError(f"asked for fractions {fractions}, the run saved {sorted(set(saved.values()))}")

@@ -110,6 +110,10 @@ def _config_with_out(cls, args: argparse.Namespace):
     return cfg
 
 
+def _print_table(table) -> None:
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def _probe(args: argparse.Namespace) -> None:
     from analyses.probe_layers import ProbeConfig, run_probes
 
@@ -133,7 +137,7 @@ def _transfer(args: argparse.Namespace) -> None:
 
     cfg = _config_with_out(TransferConfig, args)
     table = run_transfer(cfg)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _print_table(table)
     print(f"transfer results in {cfg.out} (transfer.csv, transfer_questions.csv, figure)")
 
 
@@ -142,7 +146,7 @@ def _attribute(args: argparse.Namespace) -> None:
 
     cfg = _config_with_out(AttributeConfig, args)
     summary = run_attributions(cfg)
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _print_table(summary)
     print(f"attributions in {cfg.out} (layer_attributions*.csv, ig_convergence.csv, figures)")
 
 
@@ -151,7 +155,7 @@ def _mixing(args: argparse.Namespace) -> None:
 
     cfg = _config_with_out(MixingConfig, args)
     table = run_mixing(cfg)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _print_table(table)
     print(f"mixing results in {cfg.out} (mixing.csv, mixing_scores.csv, figures)")
 
 
