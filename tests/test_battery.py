@@ -139,3 +139,22 @@ def test_a_shard_trains_only_its_cells_and_leaves_the_report(tiny_embedded, tmp_
     for bad in ("2/2", "1", "a/b"):
         with pytest.raises(UnilensError, match="INDEX/COUNT"):
             parse_shard(bad)
+
+
+def test_shipped_batteries_resolve_and_share_their_transfer_cells():
+    """Every battery under configs/battery/ resolves without artefacts (a typo there fails here, not two hours into a
+    run), and the transfer cells that paper.yaml, quick.yaml and transfer_weather.yaml promise to share have one key."""
+    from pathlib import Path
+
+    keys = {p.stem: {c.key: c for c in cells_of(load_battery(p))} for p in Path("configs/battery").glob("*.yaml")}
+    assert {name: len(cells) for name, cells in keys.items()} == {
+        "paper": 24,
+        "paper-full": 147,
+        "paper-gpu": 49,
+        "quick": 4,
+        "smoke": 4,
+        "transfer_weather": 8,
+    }
+    f3 = {k for k, c in keys["paper"].items() if c.grid == "f3"}
+    assert len(f3) == 8 and f3 == set(keys["transfer_weather"]) and set(keys["quick"]) < f3
+    assert {k for k, c in keys["paper-full"].items() if c.grid == "f3"} >= f3  # the full grid's seed 0 included
