@@ -42,6 +42,9 @@ class AttributeConfig:
     seed: int = 0
     n_boot: int = 1000
     min_total: float = 0.1
+    # IG heatmaps over the image tokens; a battery that also patches turns them off here, since patching draws the
+    # same heatmaps for every patchable attribute
+    ig_heatmaps: bool = True
 
 
 def attribute_model(ckpt: Path, cfg: AttributeConfig, name: str, out: Path, log=print):
@@ -74,7 +77,8 @@ def attribute_model(ckpt: Path, cfg: AttributeConfig, name: str, out: Path, log=
                             "error": float(attr[example, layer].sum() - total[example]),
                         }
                     )
-        ig_rows.append(ig_overlays(model, pairs, clean, good, bad, image_size, out, name, attribute))
+        if cfg.ig_heatmaps:
+            ig_rows.append(ig_overlays(model, pairs, clean, good, bad, image_size, out, name, attribute))
         log(f"[attribute] {name} {attribute}: {attr.shape[0]} examples x {attr.shape[1]} blocks")
     tags = {"variant": manifest["variant"], "preset": manifest_preset(manifest), "mixture": arm_label(manifest["arm"])}
     return pd.DataFrame(rows).assign(model=name, **tags), ig_rows
@@ -114,7 +118,8 @@ def run_attributions(cfg: AttributeConfig, log=print) -> pd.DataFrame:
     summary = summarize_shares(per_example, cfg.n_boot, cfg.seed, cfg.min_total)
     atomic_write_text(out / "layer_attributions.csv", per_example.to_csv(index=False))
     atomic_write_text(out / "layer_attributions_summary.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "ig_convergence.csv", pd.concat(ig_rows, ignore_index=True).to_csv(index=False))
+    if ig_rows:
+        atomic_write_text(out / "ig_convergence.csv", pd.concat(ig_rows, ignore_index=True).to_csv(index=False))
     for attribute in cfg.attributes:
         plot_layer_attributions(summary, attribute, out / f"layer_attribution_{attribute}.png")
     return summary

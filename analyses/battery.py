@@ -306,7 +306,13 @@ def _analyses(cfg: BatteryConfig, done: list[Cell], log) -> list[Path]:
     if cfg.attributions and probe_cells:
         folder = out / "attributions"
         run_attributions(
-            AttributeConfig(models=probe_cells, out=str(folder), attributes=list(cfg.attribution_attributes)), log=log
+            AttributeConfig(
+                models=probe_cells,
+                out=str(folder),
+                attributes=list(cfg.attribution_attributes),
+                ig_heatmaps=not cfg.patching,  # patching above drew them for every patchable attribute
+            ),
+            log=log,
         )
         folders.append(folder)
     if cfg.mixing:

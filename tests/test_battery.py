@@ -50,6 +50,9 @@ def test_battery_runs_skips_isolates_failures_and_reports(tiny_embedded, tmp_pat
     report = (tmp_path / "battery" / "report.html").read_text()
     assert report.count("<section>") == 4 + 6  # 4 evaluated cells, probes, patching, attributions, mixing x 2, transfer
     assert "mixed - und-only (sem-sem, lora)" in report
+    # IG heatmaps are drawn once, by patching; the layer attributions leave them out
+    assert list((tmp_path / "battery" / "patching").glob("ig_weather_*.png"))
+    assert not list((tmp_path / "battery" / "attributions").glob("ig_*"))
     done = [c for c in cells_of(cfg) if "sem-sem" in c.name]
     stamps = {c.key: (c.folder / "summary.json").stat().st_mtime_ns for c in done}
     lines.clear()
