@@ -7,7 +7,8 @@ Over evaluated runs of one or more variants, at every evaluated checkpoint (the 
     generation     the attributes read back from each generated image (reader or feature probes), per image
 and the gains mixed minus understanding-only (understanding) and mixed minus generation-only (generation), per
 variant x distortion x preset x fraction, with test images paired between arms and resampled (seeds pooled per
-image). Distortion strengths come from each run's config, so finding 2 is the gain plotted against them.
+image). Distortion strengths come from each run's config, so finding 2 is the gain plotted against them, and
+tested as differences of gains (`alignment.csv`): aligned minus misaligned variants, undistorted minus distorted.
 """
 
 from __future__ import annotations
@@ -124,6 +125,95 @@ def gains(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+ALIGNED, MISALIGNED = ("sem-sem", "vq-vq"), ("sem-vq", "vq-sem")
+
+
+def _per_image_gains(items: pd.DataFrame) -> pd.DataFrame:
+    """Mixed minus its (plain) single-task arm per image: one column per variant x distortion x preset x task x
+    fraction, one row per image."""
+    cols = {}
+    for key, g in items.groupby([*KEYS, "task", "fraction"], sort=True):
+        per_image = g.groupby(["mixture", "image"])["score"].mean()
+        single = SINGLE[key[len(KEYS)]]
+        if {"mixed", single} <= set(per_image.index.get_level_values(0)):
+            cols[key] = per_image["mixed"] - per_image[single]
+    return pd.DataFrame(cols)
+
+
+def alignment(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Finding 2 as differences of gains, images paired (every variant is scored on the same test images):
+    `aligned - misaligned`: the mean gain of sem-sem and vq-vq minus that of sem-vq and vq-sem, undistorted;
+    `undistorted - distorted`: a variant's gain without minus with an affine distortion of strength s.
+    Positive means alignment helps the gain, as the paper reports."""
+    per_image = _per_image_gains(items)
+    rows = []
+
+    def add(contrast, variant, rest, a, b, distortion=(0.0, 0.0)):
+        diff = (a - b).dropna()
+        if not len(diff):
+            return
+        mean, lo, hi = bootstrap_ci(diff.to_numpy(), n_boot=n_boot, seed=seed)
+        preset, task, fraction = rest
+        rows.append(
+            {
+                "contrast": contrast,
+                "variant": variant,
+                "input_distortion": distortion[0],
+                "output_distortion": distortion[1],
+                "preset": preset,
+                "task": task,
+                "fraction": fraction,
+                "versus": SINGLE[task],
+                "difference": mean,
+                "lo": lo,
+                "hi": hi,
+                "n_images": len(diff),
+            }
+        )
+
+    by_rest: dict[tuple, dict] = {}
+    for (variant, din, dout, preset, task, fraction), col in per_image.items():
+        by_rest.setdefault((preset, task, fraction), {})[(variant, din, dout)] = col
+    for rest, gains_of in sorted(by_rest.items()):
+        aligned = [gains_of[(v, 0.0, 0.0)] for v in ALIGNED if (v, 0.0, 0.0) in gains_of]
+        misaligned = [gains_of[(v, 0.0, 0.0)] for v in MISALIGNED if (v, 0.0, 0.0) in gains_of]
+        if aligned and misaligned:
+            a = pd.concat(aligned, axis=1).mean(axis=1, skipna=False)
+            b = pd.concat(misaligned, axis=1).mean(axis=1, skipna=False)
+            add("aligned - misaligned", "+".join(ALIGNED) + " vs " + "+".join(MISALIGNED), rest, a, b)
+        for (variant, din, dout), col in sorted(gains_of.items()):
+            if (din or dout) and (variant, 0.0, 0.0) in gains_of:
+                add("undistorted - distorted", variant, rest, gains_of[(variant, 0.0, 0.0)], col, (din, dout))
+    columns = ["contrast", "variant", "input_distortion", "output_distortion", "preset", "task", "fraction"]
+    return pd.DataFrame(rows, columns=[*columns, "versus", "difference", "lo", "hi", "n_images"])
+
+
+def alignment_lines(contrasts: pd.DataFrame) -> list[str]:
+    """One sentence per alignment contrast at the last fraction both sides reached."""
+    if not len(contrasts):
+        return []
+    last = contrasts[contrasts["fraction"] == contrasts.groupby(["contrast", "variant"])["fraction"].transform("max")]
+    lines = []
+    for r in last.itertuples():
+        verdict = (
+            "alignment helps the gain"
+            if r.lo > 0
+            else "alignment hurts the gain"
+            if r.hi < 0
+            else "no detectable effect (CI includes 0)"
+        )
+        what = (
+            r.variant
+            if r.contrast == "aligned - misaligned"
+            else (f"{r.variant}, distortion in {r.input_distortion:g} / out {r.output_distortion:g}")
+        )
+        lines.append(
+            f"finding 2, {r.task} ({r.preset}): gain {r.contrast} ({what}) {r.difference:+.3f} "
+            f"[{r.lo:+.3f}, {r.hi:+.3f}] at fraction {r.fraction:g}, {verdict}"
+        )
+    return lines
+
+
 def answer_lines(gain: pd.DataFrame) -> list[str]:
     """One sentence per variant, preset, distortion and task at the last fraction, computed from the numbers."""
     lines = []
@@ -156,9 +246,11 @@ def run_mixing(cfg: MixingConfig, log=print) -> pd.DataFrame:
     table, gain = scores(items, cfg.n_boot, cfg.seed), gains(items, cfg.n_boot, cfg.seed)
     atomic_write_text(out / "mixing_scores.csv", table.to_csv(index=False))
     atomic_write_text(out / "mixing.csv", gain.to_csv(index=False))
+    contrasts = alignment(items, cfg.n_boot, cfg.seed)
+    atomic_write_text(out / "alignment.csv", contrasts.to_csv(index=False))
     plot_mixing_curves(table, out / "mixing_curves.png")
     if len(gain) and gain[["input_distortion", "output_distortion"]].drop_duplicates().shape[0] > 1:
         plot_mixing_distortion(gain, out / "mixing_distortion.png")
-    for line in answer_lines(gain):
+    for line in answer_lines(gain) + alignment_lines(contrasts):
         log(f"[mixing] {line}")
     return gain

@@ -169,12 +169,14 @@ def attribution_section(folder: Path) -> str:
 
 
 def mixing_section(folder: Path) -> str:
+    from analyses.mixing import alignment_lines
     from analyses.mixing import answer_lines as mixing_lines
 
     gain = pd.read_csv(folder / "mixing.csv")
+    contrasts = pd.read_csv(folder / "alignment.csv") if (folder / "alignment.csv").is_file() else pd.DataFrame()
     return _section(
         "Does mixed training help understanding and generation, and does it need aligned spaces?",
-        mixing_lines(gain),
+        mixing_lines(gain) + alignment_lines(contrasts),
         gain,
         sorted(folder.glob("*.png")),
         folder,

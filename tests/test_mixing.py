@@ -9,12 +9,12 @@ from unilens.cli import main
 VALUES = ["top-left", "top-right", "bottom-left", "bottom-right"]
 
 
-def _run(root, name, mixture, und_right, gen_right, distortion=0.0, n_images=40):
+def _run(root, name, mixture, und_right, gen_right, distortion=0.0, n_images=40, variant="sem-sem"):
     """A fake evaluated run: the first `und_right` fraction of questions chosen right, likewise generations."""
     folder = root / name
     (folder / "eval").mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump({"model": {"input_distortion": distortion}}))
-    tags = {"step": 10, "fraction": 1.0, "variant": "sem-sem", "preset": "lora", "mixture": mixture, "seed": 0}
+    tags = {"step": 10, "fraction": 1.0, "variant": variant, "preset": "lora", "mixture": mixture, "seed": 0}
     choices, gen = [], []
     for i in range(n_images):
         image, truth = f"img_{i:03d}", VALUES[i % 4]
@@ -77,6 +77,26 @@ def test_mixing_gains_pair_images_and_track_distortion(tmp_path):
     assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "mixed - und-only +0.500" in page and "helps" in page
+    contrasts = pd.read_csv(tmp_path / "out" / "alignment.csv")
+    assert len(contrasts) == 1 and contrasts["contrast"].iloc[0] == "undistorted - distorted"
+    assert contrasts["difference"].iloc[0] == pytest.approx(0.5) and contrasts["lo"].iloc[0] > 0.2
+    assert "gain undistorted - distorted (sem-sem, distortion in 1 / out 0) +0.500" in page
+
+
+def test_alignment_contrasts_aligned_with_misaligned_variants(tmp_path):
+    """Gains 0.5 and 0.3 for the aligned variants, 0.0 and 0.2 for the misaligned ones: aligned - misaligned is
+    0.4 - 0.1 = +0.3, images paired across variants."""
+    models = {}
+    for variant, mixed_right in {"sem-sem": 0.9, "vq-vq": 0.7, "sem-vq": 0.4, "vq-sem": 0.6}.items():
+        models[f"{variant}-m"] = _run(tmp_path, f"{variant}-m", "mixed", mixed_right, 0.5, variant=variant)
+        models[f"{variant}-u"] = _run(tmp_path, f"{variant}-u", "und-only", 0.4, 0.0, variant=variant)
+    cfg = {"models": models, "out": str(tmp_path / "out"), "attributes": ["weather_pos"], "n_boot": 300}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["mixing", str(tmp_path / "m.yaml")]) == 0
+    contrasts = pd.read_csv(tmp_path / "out" / "alignment.csv")
+    assert list(contrasts["contrast"]) == ["aligned - misaligned"]  # understanding only: no generation-only arm
+    row = contrasts.iloc[0]
+    assert row["difference"] == pytest.approx(0.3) and row["lo"] > 0 and row["n_images"] == 40
 
 
 def test_mixing_names_missing_tables_and_unknown_attributes(tmp_path):
