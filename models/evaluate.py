@@ -345,11 +345,13 @@ def summary_table(
 def choice_predictions(choices: pd.DataFrame, among: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """One row per question: the highest-scoring candidate and whether it is right. `among` restricts the
     candidates per attribute (e.g. only the values held out of the understanding data)."""
-    d = choices
+    d = choices.reset_index(drop=True)  # idxmax returns labels: a pooled table's repeated labels would pick twice
     if among:
         keep = d.apply(lambda r: r["attribute"] not in among or r["candidate"] in among[r["attribute"]], axis=1)
         d = d[keep & d.apply(lambda r: r["attribute"] not in among or r["value"] in among[r["attribute"]], axis=1)]
-    best = d.loc[d.groupby(["image", "attribute", "turn"], sort=False)["logp"].idxmax()]
+    # a question is asked once per checkpoint (and per model, in pooled tables): pick among its own candidates only
+    question = ["image", "attribute", "turn", *[c for c in ("model", "checkpoint") if c in d]]
+    best = d.loc[d.groupby(question, sort=False)["logp"].idxmax()]
     return best.assign(choice=(best["candidate"] == best["value"]).astype(float)).reset_index(drop=True)
 
 

@@ -171,6 +171,10 @@ def test_choice_scores_match_teacher_forced_answers_and_restrict(loaded_vq_run, 
     assert torch.allclose(torch.tensor(merged["logp"].values), -torch.tensor(merged["answer_nll"].values), atol=1e-3)
     picked = choice_predictions(choices)
     assert len(picked) == len(per_question) and set(picked["choice"]) <= {0.0, 1.0}
+    # a checkpoint series: each checkpoint answers every question once (a later one must not absorb an earlier one)
+    series = pd.concat([choices.assign(checkpoint="a"), choices.assign(checkpoint="b", logp=choices["logp"] * 2)])
+    both = choice_predictions(series)
+    assert both.groupby("checkpoint").size().to_dict() == {"a": len(per_question), "b": len(per_question)}
     only = choice_predictions(choices, among={"weather": ["cloudy", "raining"]})
     w = only[only["attribute"] == "weather"]
     assert set(w["candidate"]) <= {"cloudy", "raining"} and set(w["value"]) <= {"cloudy", "raining"}
