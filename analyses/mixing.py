@@ -188,10 +188,12 @@ def alignment(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*columns, "versus", "difference", "lo", "hi", "n_images"])
 
 
-def alignment_lines(contrasts: pd.DataFrame) -> list[str]:
-    """One sentence per alignment contrast at the last fraction both sides reached."""
+def alignment_lines(contrasts: pd.DataFrame, table: pd.DataFrame | None = None) -> list[str]:
+    """One sentence per alignment contrast at the last fraction both sides reached; with the score table, a
+    contrast whose every arm scores at chance is flagged as a comparison of guesses."""
     if not len(contrasts):
         return []
+    at_chance = _not_above_chance(table) if table is not None and len(table) else set()
     last = contrasts[contrasts["fraction"] == contrasts.groupby(["contrast", "variant"])["fraction"].transform("max")]
     lines = []
     for r in last.itertuples():
@@ -207,6 +209,13 @@ def alignment_lines(contrasts: pd.DataFrame) -> list[str]:
             if r.contrast == "aligned - misaligned"
             else (f"{r.variant}, distortion in {r.input_distortion:g} / out {r.output_distortion:g}")
         )
+        if r.contrast == "aligned - misaligned":
+            sides = [(v, 0.0, 0.0) for v in (*ALIGNED, *MISALIGNED)]
+        else:
+            sides = [(r.variant, 0.0, 0.0), (r.variant, r.input_distortion, r.output_distortion)]
+        arms = {(*side, r.preset, arm, r.task, r.fraction) for side in sides for arm in ("mixed", r.versus)}
+        if arms <= at_chance:
+            verdict += "; every arm scores at chance, so this compares guesses"
         lines.append(
             f"finding 2, {r.task} ({r.preset}): gain {r.contrast} ({what}) {r.difference:+.3f} "
             f"[{r.lo:+.3f}, {r.hi:+.3f}] at fraction {r.fraction:g}, {verdict}"
@@ -214,9 +223,17 @@ def alignment_lines(contrasts: pd.DataFrame) -> list[str]:
     return lines
 
 
-def answer_lines(gain: pd.DataFrame) -> list[str]:
-    """One sentence per variant, preset, distortion and task at the last fraction, computed from the numbers."""
+def _not_above_chance(table: pd.DataFrame) -> set[tuple]:
+    """(variant, distortions, preset, mixture, task, fraction) whose score's CI reaches down to chance."""
+    low = table[table["lo"] <= table["chance"]]
+    return set(map(tuple, low[[*KEYS, "mixture", "task", "fraction"]].itertuples(index=False)))
+
+
+def answer_lines(gain: pd.DataFrame, table: pd.DataFrame | None = None) -> list[str]:
+    """One sentence per variant, preset, distortion and task at the last fraction, computed from the numbers; with
+    the score table, a gain between two arms that both score at chance is flagged as a comparison of guesses."""
     lines = []
+    at_chance = _not_above_chance(table) if table is not None and len(table) else set()
     if not len(gain):
         return ["no mixed / single-task pair was evaluated: nothing to compare"]
     last = gain[gain["fraction"] == gain.groupby(KEYS)["fraction"].transform("max")]
@@ -227,6 +244,9 @@ def answer_lines(gain: pd.DataFrame) -> list[str]:
             if r.input_distortion == r.output_distortion == 0
             else (f", distortion in {r.input_distortion:g} / out {r.output_distortion:g}")
         )
+        keys = (r.variant, r.input_distortion, r.output_distortion, r.preset)
+        if {(*keys, arm, r.task, r.fraction) for arm in ("mixed", r.versus)} <= at_chance:
+            verdict += "; both arms score at chance, so this compares guesses"
         lines.append(
             f"{r.variant} ({r.preset}{distortion}), {r.task}: mixed - {r.versus} {r.gain:+.3f} "
             f"[{r.lo:+.3f}, {r.hi:+.3f}] at fraction {r.fraction:g}, {verdict}"
@@ -251,6 +271,6 @@ def run_mixing(cfg: MixingConfig, log=print) -> pd.DataFrame:
     plot_mixing_curves(table, out / "mixing_curves.png")
     if len(gain) and gain[["input_distortion", "output_distortion"]].drop_duplicates().shape[0] > 1:
         plot_mixing_distortion(gain, out / "mixing_distortion.png")
-    for line in answer_lines(gain) + alignment_lines(contrasts):
+    for line in answer_lines(gain, table) + alignment_lines(contrasts, table):
         log(f"[mixing] {line}")
     return gain

@@ -172,11 +172,11 @@ def mixing_section(folder: Path) -> str:
     from analyses.mixing import alignment_lines
     from analyses.mixing import answer_lines as mixing_lines
 
-    gain = pd.read_csv(folder / "mixing.csv")
+    gain, table = pd.read_csv(folder / "mixing.csv"), pd.read_csv(folder / "mixing_scores.csv")
     contrasts = pd.read_csv(folder / "alignment.csv") if (folder / "alignment.csv").is_file() else pd.DataFrame()
     return _section(
         "Does mixed training help understanding and generation, and does it need aligned spaces?",
-        mixing_lines(gain) + alignment_lines(contrasts),
+        mixing_lines(gain, table) + alignment_lines(contrasts, table),
         gain,
         sorted(folder.glob("*.png")),
         folder,

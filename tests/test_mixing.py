@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from analyses.mixing import alignment_lines, answer_lines
 from unilens.cli import main
 
 VALUES = ["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -77,6 +78,8 @@ def test_mixing_gains_pair_images_and_track_distortion(tmp_path):
     assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "mixed - und-only +0.500" in page and "helps" in page
+    # generation: mixed and generation-only both read back 0.8 of 4 positions, far above chance: no guess flag
+    assert "compares guesses" not in page
     contrasts = pd.read_csv(tmp_path / "out" / "alignment.csv")
     assert len(contrasts) == 1 and contrasts["contrast"].iloc[0] == "undistorted - distorted"
     assert contrasts["difference"].iloc[0] == pytest.approx(0.5) and contrasts["lo"].iloc[0] > 0.2
@@ -97,6 +100,16 @@ def test_alignment_contrasts_aligned_with_misaligned_variants(tmp_path):
     assert list(contrasts["contrast"]) == ["aligned - misaligned"]  # understanding only: no generation-only arm
     row = contrasts.iloc[0]
     assert row["difference"] == pytest.approx(0.3) and row["lo"] > 0 and row["n_images"] == 40
+    # among 4 values (chance 0.25): sem-sem's mixed arm (0.9) is above chance; sem-vq's arms (0.4 of 40 images
+    # each, CI reaching 0.25) are not
+    gain = pd.read_csv(tmp_path / "out" / "mixing.csv")
+    table = pd.read_csv(tmp_path / "out" / "mixing_scores.csv")
+    flagged = {line.split(" ")[0] for line in answer_lines(gain, table) if "compares guesses" in line}
+    assert flagged == {"sem-vq"}
+    low = table.assign(mean=0.25, lo=0.1, hi=0.4)  # every arm at chance
+    assert all("compares guesses" in line for line in answer_lines(gain, low))
+    assert "compares guesses" not in alignment_lines(contrasts, table)[0]
+    assert "compares guesses" in alignment_lines(contrasts, low)[0]
 
 
 def test_mixing_names_missing_tables_and_unknown_attributes(tmp_path):
