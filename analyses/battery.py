@@ -188,7 +188,14 @@ def _distortion(entry: dict) -> tuple[float, float]:
     unknown = set(entry) - {"input", "output"}
     if unknown:
         raise UnilensError(f"distortions entries take input and output strengths, not {sorted(unknown)}")
-    return float(entry.get("input", 0.0)), float(entry.get("output", 0.0))
+    strengths = float(entry.get("input", 0.0)), float(entry.get("output", 0.0))
+    if not all(0 <= s < 1 for s in strengths):
+        # checked here, not when the cell builds its model: a bad strength must fail before hours of other cells
+        raise UnilensError(
+            f"distortion strengths must be in [0, 1) (at 1 an axis can be scaled to zero and the map is no longer "
+            f"invertible), got {entry}; use e.g. 0.9 for the strongest"
+        )
+    return strengths
 
 
 def _status(cell: Cell) -> dict:

@@ -106,6 +106,9 @@ def test_grid_axes_lora_layers_and_distortions_make_distinct_cells(tiny_embedded
     for bad, message in ((["und-only:twice"], "step-matched"), (["mixed:step-matched"], "mixed is the reference")):
         with pytest.raises(UnilensError, match=message):
             cells_of(load_battery(_battery(tiny_embedded, tmp_path, mixtures=bad)))
+    for bad in ([{"input": 1.0}], [{"output": -0.1}]):  # rejected when the grid resolves, not hours later
+        with pytest.raises(UnilensError, match=r"in \[0, 1\)"):
+            cells_of(load_battery(_battery(tiny_embedded, tmp_path, distortions=bad)))
 
 
 def test_grids_union_their_cells_once_and_check_their_axes(tiny_embedded, tmp_path):
