@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from analyses.attribute_layers import AttributeConfig, run_attributions
-from analyses.mixing import MixingConfig, run_mixing
+from analyses.mixing import MixingConfig, recipe, run_mixing
 from analyses.patch_layers import PatchConfig, run_patching
 from analyses.probe_layers import ProbeConfig, run_probes
 from analyses.report import write_report
@@ -324,10 +324,16 @@ def _analyses(cfg: BatteryConfig, done: list[Cell], log) -> list[Path]:
         folders.append(folder)
     if cfg.mixing:
         for dname in datasets:
-            models = {c.name: str(c.folder) for c in done if c.dataset == dname}
-            if len({c.config.arm.mixture for c in done if c.dataset == dname}) > 1:  # a pair to compare
-                folder = out / f"mixing_{dname}"
-                run_mixing(MixingConfig(models=models, out=str(folder)), log=log)
+            # one analysis per training recipe: grids on one dataset may train differently (see mixing.recipe)
+            by_recipe: dict[str, list[Cell]] = {}
+            for c in done:
+                if c.dataset == dname:
+                    by_recipe.setdefault(recipe(to_dict(c.config)), []).append(c)
+            for i, group in enumerate(by_recipe.values()):
+                if len({c.config.arm.mixture for c in group}) < 2:  # no pair to compare
+                    continue
+                folder = out / (f"mixing_{dname}" + f"_recipe{i + 1}" * (len(by_recipe) > 1))
+                run_mixing(MixingConfig(models={c.name: str(c.folder) for c in group}, out=str(folder)), log=log)
                 folders.append(folder)
     for dname, spec in cfg.transfer.items():
         # one analysis per dataset, distortion and grid: differences pair arms of otherwise identical cells

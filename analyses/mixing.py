@@ -39,10 +39,20 @@ class MixingConfig:
     seed: int = 0
 
 
+def _run_config(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+
+
 def _distortions(run: Path) -> dict[str, float]:
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    model = cfg.get("model", {})
+    model = _run_config(run).get("model", {})
     return {k: float(model.get(k, 0.0)) for k in ("input_distortion", "output_distortion")}
+
+
+def recipe(train_config: dict) -> str:
+    """What must be equal for two runs' scores to be compared: the data and the optimisation (the arm, variant,
+    preset and distortion are what a comparison varies)."""
+    keys = ("dataset", "epochs", "batch_size", "lr_adapters", "lr_llm", "max_steps")
+    return ", ".join(f"{k}={train_config[k]}" for k in keys if k in train_config)
 
 
 def per_item(name: str, run: str | Path, attributes: list[str]) -> pd.DataFrame:
@@ -74,7 +84,7 @@ def per_item(name: str, run: str | Path, attributes: list[str]) -> pd.DataFrame:
     if not len(items):
         raise UnilensError(f"{run}: its eval tables hold no task its arm trained on")
     chance = items["attribute"].map(lambda a: 1 / len(ATTRIBUTE_VALUES[a]))
-    return items.assign(model=name, chance=chance, **_distortions(run))
+    return items.assign(model=name, chance=chance, recipe=recipe(_run_config(run)), **_distortions(run))
 
 
 def scores(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
@@ -263,6 +273,15 @@ def run_mixing(cfg: MixingConfig, log=print) -> pd.DataFrame:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     items = pd.concat([per_item(n, r, cfg.attributes) for n, r in cfg.models.items()], ignore_index=True)
+    recipes = items.groupby(KEYS)["recipe"].unique()
+    mixed_up = recipes[recipes.map(len) > 1]
+    if len(mixed_up):
+        key, found = mixed_up.index[0], list(mixed_up.iloc[0])
+        models = sorted(items.loc[items.set_index(KEYS).index == key, "model"].unique())
+        raise UnilensError(
+            f"runs {models} ({dict(zip(KEYS, key, strict=True))}) were trained with different recipes {found}: their "
+            "gains would pool unlike runs; list runs of one dataset and training recipe per mixing config"
+        )
     table, gain = scores(items, cfg.n_boot, cfg.seed), gains(items, cfg.n_boot, cfg.seed)
     atomic_write_text(out / "mixing_scores.csv", table.to_csv(index=False))
     atomic_write_text(out / "mixing.csv", gain.to_csv(index=False))

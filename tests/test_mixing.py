@@ -10,11 +10,11 @@ from unilens.cli import main
 VALUES = ["top-left", "top-right", "bottom-left", "bottom-right"]
 
 
-def _run(root, name, mixture, und_right, gen_right, distortion=0.0, n_images=40, variant="sem-sem"):
+def _run(root, name, mixture, und_right, gen_right, distortion=0.0, n_images=40, variant="sem-sem", epochs=3.0):
     """A fake evaluated run: the first `und_right` fraction of questions chosen right, likewise generations."""
     folder = root / name
     (folder / "eval").mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump({"model": {"input_distortion": distortion}}))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"model": {"input_distortion": distortion}, "epochs": epochs}))
     tags = {"step": 10, "fraction": 1.0, "variant": variant, "preset": "lora", "mixture": mixture, "seed": 0}
     choices, gen = [], []
     for i in range(n_images):
@@ -121,3 +121,15 @@ def test_mixing_names_missing_tables_and_unknown_attributes(tmp_path):
         run_mixing(MixingConfig(models={"x": str(tmp_path / "empty")}, out=str(tmp_path / "o")))
     with pytest.raises(UnilensError, match="not scored by choice"):
         run_mixing(MixingConfig(models={"x": "y"}, attributes=["time"], out=str(tmp_path / "o")))
+
+
+def test_mixing_refuses_to_pool_runs_of_different_recipes(tmp_path):
+    from analyses.mixing import MixingConfig, run_mixing
+    from unilens.errors import UnilensError
+
+    models = {
+        "mixed": _run(tmp_path, "m", "mixed", 0.9, 0.8, epochs=1.5),
+        "und-only": _run(tmp_path, "u", "und-only", 0.4, 0.0, epochs=3.0),
+    }
+    with pytest.raises(UnilensError, match=r"different recipes.*epochs=1.5"):
+        run_mixing(MixingConfig(models=models, out=str(tmp_path / "out")))
