@@ -43,8 +43,8 @@ def _run_config(run: Path) -> dict:
     return yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
 
 
-def _distortions(run: Path) -> dict[str, float]:
-    model = _run_config(run).get("model", {})
+def _distortions(train_config: dict) -> dict[str, float]:
+    model = train_config.get("model", {})
     return {k: float(model.get(k, 0.0)) for k in ("input_distortion", "output_distortion")}
 
 
@@ -84,7 +84,8 @@ def per_item(name: str, run: str | Path, attributes: list[str]) -> pd.DataFrame:
     if not len(items):
         raise UnilensError(f"{run}: its eval tables hold no task its arm trained on")
     chance = items["attribute"].map(lambda a: 1 / len(ATTRIBUTE_VALUES[a]))
-    return items.assign(model=name, chance=chance, recipe=recipe(_run_config(run)), **_distortions(run))
+    config = _run_config(run)
+    return items.assign(model=name, chance=chance, recipe=recipe(config), **_distortions(config))
 
 
 def scores(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
@@ -106,48 +107,40 @@ def scores(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _paired_gains(items: pd.DataFrame):
+    """Yield (variant x distortion x preset x task x fraction, single-task arm, per-image mixed minus that arm over
+    the images both scored) for the single-task arm and its step-matched control ("und-only:step-matched")."""
+    for key, g in items.groupby([*KEYS, "task", "fraction"], sort=True):
+        per_image = g.groupby(["mixture", "image"])["score"].mean()
+        arms = set(per_image.index.get_level_values(0))
+        if "mixed" not in arms:
+            continue
+        for single in sorted(a for a in arms if a.split(":")[0] == SINGLE[key[len(KEYS)]]):
+            a, b = per_image["mixed"], per_image[single]
+            images = a.index.intersection(b.index)
+            if len(images):
+                yield key, single, a[images] - b[images]
+
+
 def gains(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
     """Mixed minus the single-task arm per variant x distortion x preset x task x fraction, images paired."""
     rows = []
-    for key, g in items.groupby([*KEYS, "task", "fraction"], sort=True):
-        task = key[len(KEYS)]
-        per_image = g.groupby(["mixture", "image"])["score"].mean()
-        arms = set(per_image.index.get_level_values(0))
-        # the single-task arm, and its step-matched control ("und-only:step-matched") when the grid has one
-        if "mixed" not in arms:
-            continue
-        for single in sorted(a for a in arms if a.split(":")[0] == SINGLE[task]):
-            a, b = per_image["mixed"], per_image[single]
-            images = a.index.intersection(b.index)
-            if not len(images):
-                continue
-            mean, lo, hi = bootstrap_ci((a[images] - b[images]).to_numpy(), n_boot=n_boot, seed=seed)
-            rows.append(
-                {
-                    **dict(zip([*KEYS, "task", "fraction"], key, strict=True)),
-                    "versus": single,
-                    "gain": mean,
-                    "lo": lo,
-                    "hi": hi,
-                    "n_images": len(images),
-                }
-            )
+    for key, single, diff in _paired_gains(items):
+        mean, lo, hi = bootstrap_ci(diff.to_numpy(), n_boot=n_boot, seed=seed)
+        rows.append(
+            {
+                **dict(zip([*KEYS, "task", "fraction"], key, strict=True)),
+                "versus": single,
+                "gain": mean,
+                "lo": lo,
+                "hi": hi,
+                "n_images": len(diff),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 ALIGNED, MISALIGNED = ("sem-sem", "vq-vq"), ("sem-vq", "vq-sem")
-
-
-def _per_image_gains(items: pd.DataFrame) -> pd.DataFrame:
-    """Mixed minus its (plain) single-task arm per image: one column per variant x distortion x preset x task x
-    fraction, one row per image."""
-    cols = {}
-    for key, g in items.groupby([*KEYS, "task", "fraction"], sort=True):
-        per_image = g.groupby(["mixture", "image"])["score"].mean()
-        single = SINGLE[key[len(KEYS)]]
-        if {"mixed", single} <= set(per_image.index.get_level_values(0)):
-            cols[key] = per_image["mixed"] - per_image[single]
-    return pd.DataFrame(cols)
 
 
 def alignment(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
@@ -155,7 +148,8 @@ def alignment(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
     `aligned - misaligned`: the mean gain of sem-sem and vq-vq minus that of sem-vq and vq-sem, undistorted;
     `undistorted - distorted`: a variant's gain without minus with an affine distortion of strength s.
     Positive means alignment helps the gain, as the paper reports."""
-    per_image = _per_image_gains(items)
+    # one column per variant x distortion x preset x task x fraction (plain single-task arm only), one row per image
+    per_image = pd.DataFrame({key: diff for key, single, diff in _paired_gains(items) if ":" not in single})
     rows = []
 
     def add(contrast, variant, rest, a, b, distortion=(0.0, 0.0)):
@@ -203,7 +197,7 @@ def alignment_lines(contrasts: pd.DataFrame, table: pd.DataFrame | None = None) 
     contrast whose every arm scores at chance is flagged as a comparison of guesses."""
     if not len(contrasts):
         return []
-    at_chance = _not_above_chance(table) if table is not None and len(table) else set()
+    at_chance = _not_above_chance(table)
     last = contrasts[contrasts["fraction"] == contrasts.groupby(["contrast", "variant"])["fraction"].transform("max")]
     lines = []
     for r in last.itertuples():
@@ -214,14 +208,10 @@ def alignment_lines(contrasts: pd.DataFrame, table: pd.DataFrame | None = None) 
             if r.hi < 0
             else "no detectable effect (CI includes 0)"
         )
-        what = (
-            r.variant
-            if r.contrast == "aligned - misaligned"
-            else (f"{r.variant}, distortion in {r.input_distortion:g} / out {r.output_distortion:g}")
-        )
         if r.contrast == "aligned - misaligned":
-            sides = [(v, 0.0, 0.0) for v in (*ALIGNED, *MISALIGNED)]
+            what, sides = r.variant, [(v, 0.0, 0.0) for v in (*ALIGNED, *MISALIGNED)]
         else:
+            what = f"{r.variant}, distortion in {r.input_distortion:g} / out {r.output_distortion:g}"
             sides = [(r.variant, 0.0, 0.0), (r.variant, r.input_distortion, r.output_distortion)]
         arms = {(*side, r.preset, arm, r.task, r.fraction) for side in sides for arm in ("mixed", r.versus)}
         if arms <= at_chance:
@@ -233,8 +223,10 @@ def alignment_lines(contrasts: pd.DataFrame, table: pd.DataFrame | None = None) 
     return lines
 
 
-def _not_above_chance(table: pd.DataFrame) -> set[tuple]:
+def _not_above_chance(table: pd.DataFrame | None) -> set[tuple]:
     """(variant, distortions, preset, mixture, task, fraction) whose score's CI reaches down to chance."""
+    if table is None or not len(table):
+        return set()
     low = table[table["lo"] <= table["chance"]]
     return set(map(tuple, low[[*KEYS, "mixture", "task", "fraction"]].itertuples(index=False)))
 
@@ -243,7 +235,7 @@ def answer_lines(gain: pd.DataFrame, table: pd.DataFrame | None = None) -> list[
     """One sentence per variant, preset, distortion and task at the last fraction, computed from the numbers; with
     the score table, a gain between two arms that both score at chance is flagged as a comparison of guesses."""
     lines = []
-    at_chance = _not_above_chance(table) if table is not None and len(table) else set()
+    at_chance = _not_above_chance(table)
     if not len(gain):
         return ["no mixed / single-task pair was evaluated: nothing to compare"]
     last = gain[gain["fraction"] == gain.groupby(KEYS)["fraction"].transform("max")]
@@ -278,8 +270,9 @@ def run_mixing(cfg: MixingConfig, log=print) -> pd.DataFrame:
     if len(mixed_up):
         key, found = mixed_up.index[0], list(mixed_up.iloc[0])
         models = sorted(items.loc[items.set_index(KEYS).index == key, "model"].unique())
+        group = dict(zip(KEYS, map(str, key), strict=True))
         raise UnilensError(
-            f"runs {models} ({dict(zip(KEYS, key, strict=True))}) were trained with different recipes {found}: their "
+            f"runs {models} ({group}) were trained with different recipes {found}: their "
             "gains would pool unlike runs; list runs of one dataset and training recipe per mixing config"
         )
     table, gain = scores(items, cfg.n_boot, cfg.seed), gains(items, cfg.n_boot, cfg.seed)
