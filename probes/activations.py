@@ -51,13 +51,9 @@ def _sequences(encoder: Encoder, records: list[dict], context: str) -> list:
     return [encoder.record(r) for r in records]
 
 
-def _meta_row(record: dict, context: str, group: str) -> dict:
-    watch = Watch.from_dict(record["watch"])
-    prompt = record["conversations"][0]
+def watch_labels(watch: Watch) -> dict:
+    """The attributes probes ask about, with the nuisance the control task keys on (face-colour bin)."""
     return {
-        "image": record["image"],
-        "context": context,
-        "group": group,
         "weather": watch.weather,
         "weather_pos": watch.weather_pos,
         "battery_pos": watch.battery_pos,
@@ -66,6 +62,16 @@ def _meta_row(record: dict, context: str, group: str) -> dict:
         "hour": watch.hour % 12,
         "minute": watch.minute,
         "face_bin": "".join(str(c * 3 // 256) for c in watch.face_color),
+    }
+
+
+def _meta_row(record: dict, context: str, group: str) -> dict:
+    prompt = record["conversations"][0]
+    return {
+        "image": record["image"],
+        "context": context,
+        "group": group,
+        **watch_labels(Watch.from_dict(record["watch"])),
         "prompted": ",".join(prompt.get("attributes", [])) if context == "generate" else "",
     }
 

@@ -42,6 +42,33 @@ def _encoders_train(args: argparse.Namespace) -> None:
     print(f"{args.kind} encoder saved to {args.out}")
 
 
+def _encoders_probe(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from probes.encoder import encoder_probe, load_space
+    from tasks.records import load_dataset
+    from unilens.io import atomic_write_text
+
+    dataset = load_dataset(args.dataset)
+    tables = []
+    for folder in args.encoders:
+        space = load_space(folder, dataset, args.cache)
+        tables.append(encoder_probe(space, dataset, name=folder))
+    table = pd.concat(tables, ignore_index=True)
+    if args.out:
+        atomic_write_text(args.out, table.to_csv(index=False))
+    view = table.assign(score=table.apply(lambda r: f"{r.score:.3f} [{r.low:.3f}, {r.high:.3f}]", axis=1))
+    print(view.pivot_table(index=["encoder", "pool"], columns="attribute", values="score", aggfunc="first"))
+    print(
+        "majority baseline: "
+        + ", ".join(
+            f"{a} {m:.2f}" for a, m in table[table.metric == "accuracy"].groupby("attribute").majority.first().items()
+        )
+    )
+    if args.out:
+        print(f"written to {args.out}")
+
+
 def _lm_pretrain(args: argparse.Namespace) -> None:
     from models.encoders.train import print_report
     from models.lm import LMConfig, pretrain_lm
@@ -209,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     enc_train.add_argument("--dataset", help="override the config's dataset folder")
     enc_train.add_argument("--quiet", action="store_true")
     enc_train.set_defaults(func=_encoders_train)
+
+    enc_probe = enc_sub.add_parser(
+        "probe", help="linear probes on what an encoder gives the model: does its space carry each attribute?"
+    )
+    enc_probe.add_argument("encoders", nargs="+", help="encoder folders (semantic, SigLIP or VQ)")
+    enc_probe.add_argument("--dataset", required=True, help="world dataset: fit on its training, score on test images")
+    enc_probe.add_argument("--out", help="CSV to write (one row per encoder x pooling x attribute)")
+    enc_probe.add_argument("--cache", default="runs/cache", help="feature cache folder (shared with training)")
+    enc_probe.set_defaults(func=_encoders_probe)
 
     lm = sub.add_parser("lm", help="the embedded LLM: tokenizer and text-only pre-training")
     lm_sub = lm.add_subparsers(dest="lm_command", metavar="ACTION", required=True)

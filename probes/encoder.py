@@ -1,0 +1,131 @@
+"""What an image space carries before any LLM sees it: linear probes on a frozen encoder's model inputs.
+
+A unified model that cannot answer "what is the weather?" is either blind (its input space does not carry the
+weather) or has not learned to read what it is given. These probes tell the two apart. They see exactly what the
+model's input adapter sees (semantic features, or the VQ code vectors), are fitted on the dataset's training images
+and scored on its test images, which share no image with them. Two poolings:
+
+    mean     the tokens averaged: what a reader gets without knowing where in the image to look
+    tokens   every token kept and concatenated: what a reader that attends to the right tokens can reach
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from probes.activations import watch_labels
+from probes.linear import NUMERIC, make_probe
+from tasks.records import WorldDataset
+from tasks.world import Watch
+from unilens.errors import UnilensError
+
+ATTRIBUTES = ("weather", "weather_pos", "battery_pos", "battery_decile", "hour", "minute")
+POOLS = ("mean", "tokens")
+
+
+def split_images(dataset: WorldDataset) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per image (id and labels) for the training images and for the test images not among them."""
+
+    def table(records: list[dict], exclude: set[str]) -> pd.DataFrame:
+        rows, seen = [], set(exclude)
+        for rec in records:
+            if rec["image"] in seen or "watch" not in rec:
+                continue
+            seen.add(rec["image"])
+            rows.append({"image": rec["image"], **watch_labels(Watch.from_dict(rec["watch"]))})
+        return pd.DataFrame(rows)
+
+    train = table(dataset.train, set())
+    test = table(dataset.test, set(train["image"]) if len(train) else set())
+    if len(train) < 10 or len(test) < 10:
+        raise UnilensError(
+            f"{dataset.folder} has {len(train)} training and {len(test)} separate test images with world labels; "
+            "encoder probes need at least 10 of each (make the dataset with more images)"
+        )
+    return train, test
+
+
+def pooled_inputs(space, images: list[str], pool: str) -> np.ndarray:
+    """(N, D) for 'mean', (N, tokens x D) for 'tokens', from the space's model inputs."""
+    if pool not in POOLS:
+        raise UnilensError(f"unknown pooling '{pool}': use one of {', '.join(POOLS)}")
+    x = np.stack([space.inputs(i).float().numpy() for i in images])
+    return x.mean(axis=1) if pool == "mean" else x.reshape(len(x), -1)
+
+
+def _score_ci(stat, y: np.ndarray, pred: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """The statistic and its 95% percentile bootstrap CI, test images resampled."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), size=len(y))
+        draws.append(stat(y[i], pred[i]))
+    return stat(y, pred), float(np.nanquantile(draws, 0.025)), float(np.nanquantile(draws, 0.975))
+
+
+def _accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(y == pred))
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    total = ((y - y.mean()) ** 2).sum()
+    return float(1 - ((y - pred) ** 2).sum() / total) if total > 0 else float("nan")
+
+
+def encoder_probe(
+    space,
+    dataset: WorldDataset,
+    attributes: tuple[str, ...] = ATTRIBUTES,
+    pools: tuple[str, ...] = POOLS,
+    name: str = "encoder",
+    n_boot: int = 1000,
+    seed: int = 0,
+    **probe_kw,
+) -> pd.DataFrame:
+    """Tidy rows, one per attribute x pooling: test score with a 95% CI over test images, and the majority baseline."""
+    train, test = split_images(dataset)
+    unknown = [a for a in attributes if a not in train.columns]
+    if unknown:
+        raise UnilensError(f"unknown attribute(s) {unknown}: encoder probes know {', '.join(ATTRIBUTES)}")
+    rows = []
+    for pool in pools:
+        X_train = pooled_inputs(space, list(train["image"]), pool)
+        X_test = pooled_inputs(space, list(test["image"]), pool)
+        for attribute in attributes:
+            y_train, y_test = train[attribute].to_numpy(), test[attribute].to_numpy()
+            pred = make_probe(attribute, **probe_kw).fit(X_train, y_train).predict(X_test)
+            row = {"encoder": name, "space": space.kind, "attribute": attribute, "pool": pool}
+            if attribute in NUMERIC:
+                score, low, high = _score_ci(_r2, y_test, pred, n_boot, seed)
+                row.update(metric="r2", score=score, low=low, high=high, majority=0.0)
+            else:
+                score, low, high = _score_ci(_accuracy, y_test, pred, n_boot, seed)
+                values, counts = np.unique(y_train, return_counts=True)
+                majority = float(np.mean(y_test == values[counts.argmax()]))
+                row.update(metric="accuracy", score=score, low=low, high=high, majority=majority)
+            row.update(n_train=len(y_train), n_test=len(y_test))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_space(encoder_dir: str, dataset: WorldDataset, cache_dir: str = "runs/cache"):
+    """The model-input space of any encoder folder (our ViT, a SigLIP folder, our VQ-VAE), features cached."""
+    import json
+    from pathlib import Path
+
+    from models.encoders.semantic import load_semantic
+    from models.encoders.vq import load_vq
+    from models.features import build_space
+
+    cfg_path = Path(encoder_dir) / "config.json"
+    if not cfg_path.is_file():
+        raise UnilensError(f"no config.json in {encoder_dir}: not an encoder folder (give a semantic or VQ encoder)")
+    kind = json.loads(cfg_path.read_text()).get("kind")
+    encoder = load_vq(encoder_dir) if kind == "vq" else load_semantic(encoder_dir)
+    if encoder.image_size != dataset.image_size:
+        raise UnilensError(
+            f"{encoder_dir} takes {encoder.image_size} px images but {dataset.folder} has {dataset.image_size} px: "
+            "probe it on a dataset made at its size"
+        )
+    return build_space(encoder, encoder_dir, dataset, cache_dir)
