@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from analyses.attribute_layers import AttributeConfig, run_attributions
+from analyses.encoder_inputs import encoders_of, run_encoder_probes
 from analyses.mixing import MixingConfig, recipe, run_mixing
 from analyses.patch_layers import PatchConfig, run_patching
 from analyses.probe_layers import ProbeConfig, run_probes
@@ -59,6 +60,7 @@ class BatteryConfig:
     eval_generation: bool = False  # also generate and read back (needed by mixing for the generation task)
     mixing: bool = False  # findings 1-2: mixed vs single-task gains over the evaluated cells of each dataset
     probes: bool = False
+    encoder_probes: bool = True  # what the input spaces carry, so a null result can be told from blindness
     probe_dataset: str = ""  # which dataset's cells to probe and patch (default: the first)
     probe_limit: int = 0  # probe only the first N test images (0: all); probes cost minutes per model on a CPU
     patching: bool = False
@@ -298,6 +300,11 @@ def _analyses(cfg: BatteryConfig, done: list[Cell], log) -> list[Path]:
     datasets = list(cfg.datasets) or ["default"]
     probe_ds = cfg.probe_dataset or datasets[0]
     probe_cells = {c.name: str(c.folder) for c in done if c.dataset == probe_ds}
+    if cfg.encoder_probes and probe_cells:
+        folder = out / "encoders"
+        configs = [c.config for c in done if c.dataset == probe_ds]
+        run_encoder_probes(encoders_of(configs), configs[0].dataset, folder, configs[0].cache_dir, log=log)
+        folders.append(folder)
     if cfg.probes and probe_cells:
         folder = out / "probes"
         seeds = [0, 1, 2] if len(cfg.seeds) == 1 else [0]

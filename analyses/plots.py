@@ -365,3 +365,32 @@ def plot_layer_attributions(summary: pd.DataFrame, attribute: str, path: str | P
     fig.suptitle(f"At which positions, block by block, does the evidence for '{attribute}' sit? (layer IG)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_encoder_probes(df: pd.DataFrame, path: str | Path | None = None):
+    """Test score per attribute, one bar per encoder x pooling with its CI; the majority baseline marked."""
+    attributes = list(dict.fromkeys(df["attribute"]))
+    groups = list(dict.fromkeys(zip(df["encoder"], df["pool"], strict=True)))
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(attributes))
+    for i, (encoder, pool) in enumerate(groups):
+        g = df[(df["encoder"] == encoder) & (df["pool"] == pool)].set_index("attribute").reindex(attributes)
+        err = np.vstack([g["score"] - g["low"], g["high"] - g["score"]]).clip(min=0)
+        ax.bar(
+            x + (i - (len(groups) - 1) / 2) * width,
+            g["score"],
+            width,
+            yerr=err,
+            capsize=2,
+            label=f"{encoder}, {'all tokens' if pool == 'tokens' else 'tokens averaged'}",
+        )
+    majority = df.groupby("attribute")["majority"].first().reindex(attributes)
+    ax.scatter(x, majority, marker="_", s=600, color="k", zorder=3, label="majority baseline (R² 0)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{a}\n({df[df.attribute == a].metric.iloc[0]})" for a in attributes])
+    ax.set_ylim(max(-0.5, min(0.0, float(df["low"].min()))), 1.05)  # an R² far below 0 says no signal
+    ax.set_ylabel("test score (accuracy or R²)")
+    ax.set_title("Do the input spaces carry what the questions ask? (linear probes, held-out images)")
+    ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, path)

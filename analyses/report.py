@@ -1,8 +1,9 @@
 """`unilens report FOLDER... --out report.html`: one self-contained HTML page over result folders.
 
 Each folder is recognised by what the CLI wrote into it: a run's `eval/summary.csv` (evaluation), `probes.csv`
-(layer-wise probes), `patching_summary.csv` (patching), `transfer.csv` (knowledge transfer). Every section has the
-question it answers, a one-line answer computed from the numbers, its table and its figures (embedded).
+(layer-wise probes), `patching_summary.csv` (patching), `transfer.csv` (knowledge transfer), `encoder_probes.csv`
+(what the input spaces carry). Every section has the question it answers, a one-line answer computed from the
+numbers, its table and its figures (embedded).
 """
 
 from __future__ import annotations
@@ -183,7 +184,21 @@ def mixing_section(folder: Path) -> str:
     )
 
 
+def encoder_section(folder: Path) -> str:
+    from analyses.encoder_inputs import answer_lines as encoder_lines
+
+    table = pd.read_csv(folder / "encoder_probes.csv")
+    return _section(
+        "Do the input spaces carry what the questions ask (is a failure to answer blindness or not reading)?",
+        encoder_lines(table),
+        table,
+        sorted(folder.glob("*.png")),
+        folder,
+    )
+
+
 KINDS = (
+    ("encoder_probes.csv", encoder_section),
     ("eval/summary.csv", eval_section),
     ("probes.csv", probe_section),
     ("patching_summary.csv", patching_section),

@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import yaml
 
 from analyses.battery import cells_of, load_battery, run_battery, status_table
@@ -48,7 +49,11 @@ def test_battery_runs_skips_isolates_failures_and_reports(tiny_embedded, tmp_pat
     failed = table[table["cell"].str.contains("no-such-variant")]
     assert (failed["status"] == "failed").all() and failed["error"].str.contains("unknown variant").all()
     report = (tmp_path / "battery" / "report.html").read_text()
-    assert report.count("<section>") == 4 + 6  # 4 evaluated cells, probes, patching, attributions, mixing x 2, transfer
+    # 4 evaluated cells; encoder probes, layer probes, patching, attributions, mixing x 2, transfer
+    assert report.count("<section>") == 4 + 7
+    assert "Do the input spaces carry what the questions ask" in report
+    encoders = pd.read_csv(tmp_path / "battery" / "encoders" / "encoder_probes.csv")
+    assert set(encoders.encoder) == {"semantic"} and len(encoders) == 2 * 6  # sem-sem: one space, 2 poolings
     assert "mixed - und-only (sem-sem, lora)" in report
     # IG heatmaps are drawn once, by patching; the layer attributions leave them out
     assert list((tmp_path / "battery" / "patching").glob("ig_weather_*.png"))
