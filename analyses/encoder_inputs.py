@@ -51,5 +51,6 @@ def answer_lines(table: pd.DataFrame) -> list[str]:
         lines.append(
             f"{name} input space, {attribute}: {r.metric} {r.score:.3f} [{r.low:.3f}, {r.high:.3f}] with "
             f"{'all tokens kept' if r['pool'] == 'tokens' else 'tokens averaged'} ({base})"
+            + ("" if r.get("converged", True) else "; solver capped, a lower bound")
         )
     return lines

@@ -11,8 +11,11 @@ and scored on its test images, which share no image with them. Two poolings:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
 
 from probes.activations import watch_labels
 from probes.linear import NUMERIC, make_probe
@@ -83,7 +86,8 @@ def encoder_probe(
     seed: int = 0,
     **probe_kw,
 ) -> pd.DataFrame:
-    """Tidy rows, one per attribute x pooling: test score with a 95% CI over test images, and the majority baseline."""
+    """Tidy rows, one per attribute x pooling: test score with a 95% CI over test images, the majority baseline, and
+    whether the probe's solver converged (an unconverged probe gives a lower bound on what the space carries)."""
     train, test = split_images(dataset)
     unknown = [a for a in attributes if a not in train.columns]
     if unknown:
@@ -94,7 +98,9 @@ def encoder_probe(
         X_test = pooled_inputs(space, list(test["image"]), pool)
         for attribute in attributes:
             y_train, y_test = train[attribute].to_numpy(), test[attribute].to_numpy()
-            pred = make_probe(attribute, **probe_kw).fit(X_train, y_train).predict(X_test)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                pred = make_probe(attribute, **probe_kw).fit(X_train, y_train).predict(X_test)
             row = {"encoder": name, "space": space.kind, "attribute": attribute, "pool": pool}
             if attribute in NUMERIC:
                 score, low, high = _score_ci(_r2, y_test, pred, n_boot, seed)
@@ -104,7 +110,9 @@ def encoder_probe(
                 values, counts = np.unique(y_train, return_counts=True)
                 majority = float(np.mean(y_test == values[counts.argmax()]))
                 row.update(metric="accuracy", score=score, low=low, high=high, majority=majority)
-            row.update(n_train=len(y_train), n_test=len(y_test))
+            # thousands of token dimensions: lbfgs may stop at its iteration cap; say so rather than print it
+            converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+            row.update(n_train=len(y_train), n_test=len(y_test), converged=converged)
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -59,7 +59,7 @@ def test_unknown_attribute_is_named(tiny_embedded):
 
 
 def test_cli_probes_both_embedded_encoders(tiny_embedded, tmp_path):
-    out = tmp_path / "probe.csv"
+    out = tmp_path / "probes"
     cmd = [
         sys.executable,
         "-m",
@@ -76,7 +76,8 @@ def test_cli_probes_both_embedded_encoders(tiny_embedded, tmp_path):
         str(tmp_path / "cache"),
     ]
     subprocess.run(cmd, check=True, capture_output=True)
-    table = pd.read_csv(out)
+    table = pd.read_csv(out / "encoder_probes.csv")
+    assert (out / "encoder_probes.png").is_file()
     assert len(table) == 2 * 2 * 6  # encoders x poolings x attributes
     assert set(table.space) == {"semantic", "vq"}
     assert table.score.notna().all()

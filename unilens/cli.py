@@ -45,28 +45,19 @@ def _encoders_train(args: argparse.Namespace) -> None:
 def _encoders_probe(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from probes.encoder import encoder_probe, load_space
-    from tasks.records import load_dataset
-    from unilens.io import atomic_write_text
+    from analyses.encoder_inputs import run_encoder_probes
 
-    dataset = load_dataset(args.dataset)
-    tables = []
-    for folder in args.encoders:
-        space = load_space(folder, dataset, args.cache)
-        tables.append(encoder_probe(space, dataset, name=folder))
-    table = pd.concat(tables, ignore_index=True)
-    if args.out:
-        atomic_write_text(args.out, table.to_csv(index=False))
+    table = run_encoder_probes({f: f for f in args.encoders}, args.dataset, args.out, args.cache, log=lambda *_: None)
     view = table.assign(score=table.apply(lambda r: f"{r.score:.3f} [{r.low:.3f}, {r.high:.3f}]", axis=1))
-    print(view.pivot_table(index=["encoder", "pool"], columns="attribute", values="score", aggfunc="first"))
-    print(
-        "majority baseline: "
-        + ", ".join(
-            f"{a} {m:.2f}" for a, m in table[table.metric == "accuracy"].groupby("attribute").majority.first().items()
-        )
-    )
-    if args.out:
-        print(f"written to {args.out}")
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(view.pivot_table(index=["encoder", "pool"], columns="attribute", values="score", aggfunc="first"))
+    majority = table[table.metric == "accuracy"].groupby("attribute").majority.first()
+    print("majority baseline: " + ", ".join(f"{a} {m:.2f}" for a, m in majority.items()) + "; minute is R^2")
+    stopped = table[~table.converged]
+    if len(stopped):
+        names = ", ".join(f"{r.encoder}/{r.pool}/{r.attribute}" for r in stopped.itertuples())
+        print(f"solver hit its iteration cap (scores are lower bounds): {names}")
+    print(f"written to {args.out}/encoder_probes.csv and encoder_probes.png")
 
 
 def _lm_pretrain(args: argparse.Namespace) -> None:
@@ -242,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enc_probe.add_argument("encoders", nargs="+", help="encoder folders (semantic, SigLIP or VQ)")
     enc_probe.add_argument("--dataset", required=True, help="world dataset: fit on its training, score on test images")
-    enc_probe.add_argument("--out", help="CSV to write (one row per encoder x pooling x attribute)")
+    enc_probe.add_argument(
+        "--out", required=True, help="folder for encoder_probes.csv (encoder x pooling x attribute) and its figure"
+    )
     enc_probe.add_argument("--cache", default="runs/cache", help="feature cache folder (shared with training)")
     enc_probe.set_defaults(func=_encoders_probe)
 
