@@ -165,7 +165,9 @@ def test_shipped_batteries_resolve_and_share_their_transfer_cells():
         "quick": 4,
         "smoke": 4,
         "transfer_weather": 8,
+        "transfer_weather_lr3e-3": 2,
     }
     f3 = {k for k, c in keys["paper"].items() if c.grid == "f3"}
     assert len(f3) == 8 and f3 == set(keys["transfer_weather"]) and set(keys["quick"]) < f3
     assert {k for k, c in keys["paper-full"].items() if c.grid == "f3"} >= f3  # the full grid's seed 0 included
+    assert not set(keys["transfer_weather_lr3e-3"]) & f3  # a different learning rate is a different cell
