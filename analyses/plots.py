@@ -392,5 +392,5 @@ def plot_encoder_probes(df: pd.DataFrame, path: str | Path | None = None):
     ax.set_ylim(max(-0.5, min(0.0, float(df["low"].min()))), 1.05)  # an R² far below 0 says no signal
     ax.set_ylabel("test score (accuracy or R²)")
     ax.set_title("Do the input spaces carry what the questions ask? (linear probes, held-out images)")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: bars reach both corners
     return _save(fig, path)
