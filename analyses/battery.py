@@ -299,11 +299,12 @@ def _analyses(cfg: BatteryConfig, done: list[Cell], log) -> list[Path]:
         folders += [c.folder for c in done]
     datasets = list(cfg.datasets) or ["default"]
     probe_ds = cfg.probe_dataset or datasets[0]
-    probe_cells = {c.name: str(c.folder) for c in done if c.dataset == probe_ds}
-    if cfg.encoder_probes and probe_cells:
+    probe_done = [c for c in done if c.dataset == probe_ds]
+    probe_cells = {c.name: str(c.folder) for c in probe_done}
+    if cfg.encoder_probes and probe_done:
         folder = out / "encoders"
-        configs = [c.config for c in done if c.dataset == probe_ds]
-        run_encoder_probes(encoders_of(configs), configs[0].dataset, folder, configs[0].cache_dir, log=log)
+        first = probe_done[0].config
+        run_encoder_probes(encoders_of([c.config for c in probe_done]), first.dataset, folder, first.cache_dir, log=log)
         folders.append(folder)
     if cfg.probes and probe_cells:
         folder = out / "probes"

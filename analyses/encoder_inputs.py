@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from analyses.plots import plot_encoder_probes
+from models.build import encoder_dir
 from probes.encoder import encoder_probe, load_space
 from tasks.records import load_dataset
 from unilens.io import atomic_write_text
@@ -21,8 +22,7 @@ def encoders_of(runs: list) -> dict[str, str]:
     found: dict[str, str] = {}
     for cfg in runs:
         for space in cfg.model.spaces:
-            folder = cfg.model.semantic_encoder if space == "semantic" else cfg.model.vq_encoder
-            found.setdefault(space, folder)
+            found.setdefault(space, encoder_dir(space, cfg.model))
     return found
 
 

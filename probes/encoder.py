@@ -11,12 +11,17 @@ and scored on its test images, which share no image with them. Two poolings:
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
+from models.encoders.semantic import load_semantic
+from models.encoders.vq import load_vq
+from models.features import build_space
 from probes.activations import watch_labels
 from probes.linear import NUMERIC, make_probe
 from tasks.records import WorldDataset
@@ -49,11 +54,15 @@ def split_images(dataset: WorldDataset) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, test
 
 
-def pooled_inputs(space, images: list[str], pool: str) -> np.ndarray:
-    """(N, D) for 'mean', (N, tokens x D) for 'tokens', from the space's model inputs."""
+def model_inputs(space, images: list[str]) -> np.ndarray:
+    """(N, tokens, D): what the input adapter receives for each image."""
+    return np.stack([space.inputs(i).float().numpy() for i in images])
+
+
+def pooled(x: np.ndarray, pool: str) -> np.ndarray:
+    """(N, D) for 'mean', (N, tokens x D) for 'tokens'."""
     if pool not in POOLS:
         raise UnilensError(f"unknown pooling '{pool}': use one of {', '.join(POOLS)}")
-    x = np.stack([space.inputs(i).float().numpy() for i in images])
     return x.mean(axis=1) if pool == "mean" else x.reshape(len(x), -1)
 
 
@@ -93,9 +102,9 @@ def encoder_probe(
     if unknown:
         raise UnilensError(f"unknown attribute(s) {unknown}: encoder probes know {', '.join(ATTRIBUTES)}")
     rows = []
+    inputs_train, inputs_test = model_inputs(space, list(train["image"])), model_inputs(space, list(test["image"]))
     for pool in pools:
-        X_train = pooled_inputs(space, list(train["image"]), pool)
-        X_test = pooled_inputs(space, list(test["image"]), pool)
+        X_train, X_test = pooled(inputs_train, pool), pooled(inputs_test, pool)
         for attribute in attributes:
             y_train, y_test = train[attribute].to_numpy(), test[attribute].to_numpy()
             with warnings.catch_warnings(record=True) as caught:
@@ -119,13 +128,6 @@ def encoder_probe(
 
 def load_space(encoder_dir: str, dataset: WorldDataset, cache_dir: str = "runs/cache"):
     """The model-input space of any encoder folder (our ViT, a SigLIP folder, our VQ-VAE), features cached."""
-    import json
-    from pathlib import Path
-
-    from models.encoders.semantic import load_semantic
-    from models.encoders.vq import load_vq
-    from models.features import build_space
-
     cfg_path = Path(encoder_dir) / "config.json"
     if not cfg_path.is_file():
         raise UnilensError(f"no config.json in {encoder_dir}: not an encoder folder (give a semantic or VQ encoder)")
