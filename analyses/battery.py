@@ -25,6 +25,7 @@ from analyses.patch_layers import PatchConfig, run_patching
 from analyses.probe_layers import ProbeConfig, run_probes
 from analyses.report import write_report
 from analyses.transfer import TransferConfig, run_transfer
+from models.checkpoint import without_later_defaults
 from models.evaluate import EvalConfig, run_eval
 from models.presets import parse_preset
 from models.train import TrainConfig, Trainer
@@ -54,6 +55,7 @@ class BatteryConfig:
     distortions: list[dict] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     train: dict = field(default_factory=dict)  # TrainConfig fields shared by every cell (epochs, lr, batch size...)
+    model: dict = field(default_factory=dict)  # ModelConfig fields shared by every cell (e.g. image_positions: true)
     evaluate: bool = True
     eval_limit: int = 0
     eval_checkpoints: str = "last"  # last | all: "all" gives the checkpoint series (gain against data seen)
@@ -83,6 +85,7 @@ GRID_AXES = (
     "presets",
     "seeds",
     "train",
+    "model",
     "eval_checkpoints",
     "eval_generation",
 )
@@ -135,6 +138,13 @@ def _grid_cells(cfg: BatteryConfig, grid: dict) -> list[Cell]:
     datasets = {n: all_datasets[n] for n in names}
     distortions = [_distortion(d) for d in grid.get("distortions", cfg.distortions)] or [(0.0, 0.0)]
     train = {**cfg.train, **grid.get("train", {})}
+    model_fields = {**cfg.model, **grid.get("model", {})}
+    fixed = {"variant", "llm", "semantic_encoder", "vq_encoder", "input_distortion", "output_distortion"}
+    if fixed & set(model_fields):
+        raise UnilensError(
+            f"battery model fields {sorted(fixed & set(model_fields))} are set by the grid itself: use variants, "
+            "distortions and embedded instead"
+        )
     cells = []
     # mixtures innermost: a battery cut short still leaves complete mixed/und-only pairs
     for (dname, entry), variant, (d_in, d_out), spec, seed, mixture in product(
@@ -145,13 +155,18 @@ def _grid_cells(cfg: BatteryConfig, grid: dict) -> list[Cell]:
         grid.get("seeds", cfg.seeds),
         grid.get("mixtures", cfg.mixtures),
     ):
-        model = ModelConfig(
-            variant=variant,
-            llm=str(emb / "lm"),
-            semantic_encoder=str(emb / "semantic"),
-            vq_encoder=str(emb / "vq"),
-            input_distortion=d_in,
-            output_distortion=d_out,
+        model = from_dict(
+            ModelConfig,
+            {
+                **model_fields,
+                "variant": variant,
+                "llm": str(emb / "lm"),
+                "semantic_encoder": str(emb / "semantic"),
+                "vq_encoder": str(emb / "vq"),
+                "input_distortion": d_in,
+                "output_distortion": d_out,
+            },
+            "battery model",
         )
         base = from_dict(TrainConfig, train, "battery train")
         preset, layers = parse_preset(spec)
@@ -164,7 +179,7 @@ def _grid_cells(cfg: BatteryConfig, grid: dict) -> list[Cell]:
             seed=seed,
             out="",
         )
-        resolved = to_dict(tc)
+        resolved = without_later_defaults(to_dict(tc))
         resolved.pop("out")
         key = sha256_json(resolved)[:12]
         distorted = f".din{d_in:g}" * (d_in != 0) + f".dout{d_out:g}" * (d_out != 0)

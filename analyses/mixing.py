@@ -52,7 +52,10 @@ def recipe(train_config: dict) -> str:
     """What must be equal for two runs' scores to be compared: the data and the optimisation (the arm, variant,
     preset and distortion are what a comparison varies)."""
     keys = ("dataset", "epochs", "batch_size", "lr_adapters", "lr_llm", "max_steps")
-    return ", ".join(f"{k}={train_config[k]}" for k in keys if k in train_config)
+    text = ", ".join(f"{k}={train_config[k]}" for k in keys if k in train_config)
+    if train_config.get("model", {}).get("image_positions"):  # an architecture change: named only when on
+        text += ", image_positions=True"
+    return text
 
 
 def per_item(name: str, run: str | Path, attributes: list[str]) -> pd.DataFrame:

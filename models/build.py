@@ -40,7 +40,8 @@ def build_model(cfg: ModelConfig, freeze: FreezeConfig, seed: int = 0) -> Built:
     llm, tokenizer = load_llm(cfg.llm)
     torch.manual_seed(seed)
     gen_vocab = encoders[gen_space].codebook_size if gen_space == "vq" else None
-    model = UnifiedVLM(cfg, llm, encoders[und_space].feature_dim, encoders[gen_space].feature_dim, gen_vocab)
+    und, gen = encoders[und_space], encoders[gen_space]
+    model = UnifiedVLM(cfg, llm, und.feature_dim, gen.feature_dim, gen_vocab, und.num_tokens, gen.num_tokens)
     apply_preset(model, freeze)
     return Built(model, tokenizer, encoders)
 

@@ -82,6 +82,34 @@ def entry_hash(what: str, path: Path) -> str:
     return llm_hash(path) if what == "llm" else encoder_hash(path)
 
 
+# Config fields added after runs had been written, with the value their absence means. Older run folders then still
+# resume, and battery cells keep their content keys while such a field stays at this default.
+LATER_FIELDS: dict[tuple[str, ...], object] = {("model", "image_positions"): False}
+
+
+def with_later_defaults(config: dict) -> dict:
+    """A run config as this version writes it: later fields an older run lacks filled with their defaults."""
+    config = json.loads(json.dumps(config))
+    for path, default in LATER_FIELDS.items():
+        parent = config
+        for key in path[:-1]:
+            parent = parent.setdefault(key, {})
+        parent.setdefault(path[-1], default)
+    return config
+
+
+def without_later_defaults(config: dict) -> dict:
+    """A run config with later fields at their defaults left out: what a content key is taken over."""
+    config = json.loads(json.dumps(config))
+    for path, default in LATER_FIELDS.items():
+        parent = config
+        for key in path[:-1]:
+            parent = parent.get(key, {})
+        if path[-1] in parent and parent[path[-1]] == default:
+            del parent[path[-1]]
+    return config
+
+
 def compare_configs(expected: dict, found: dict, where: str = "") -> list[str]:
     """Dotted names of every field that differs between two nested config dicts."""
     diffs = []

@@ -26,6 +26,7 @@ from tasks.records import WorldDataset
 from tasks.scoring import score_caption, score_vqa, summarize
 from tasks.splits import arm_label
 from tasks.world import ATTRIBUTE_VALUES, Watch
+from unilens.errors import UnilensError
 
 CHOICE_ATTRIBUTES = ("weather", "weather_pos", "battery_pos")
 PROMPT_TO_READER = {
@@ -43,6 +44,7 @@ class EvalConfig:
     max_answer_tokens: int = 12
     max_caption_tokens: int = 96
     limit: int = 0  # evaluate only the first N test images (0: all)
+    split: str = "test"  # "train" scores training images: their gap to the test images measures memorisation
     captions: bool = True
     generation: bool = True
     n_boot: int = 1000
@@ -55,8 +57,10 @@ def _batches(items: list, size: int):
         yield items[i : i + size]
 
 
-def _test_records(dataset: WorldDataset, task: str, limit: int) -> list[dict]:
-    rows = [r for r in dataset.test if r["task"] == task]
+def _test_records(dataset: WorldDataset, task: str, limit: int, split: str = "test") -> list[dict]:
+    if split not in ("test", "train"):
+        raise UnilensError(f"unknown evaluation split '{split}': choose test or train")
+    rows = [r for r in (dataset.test if split == "test" else dataset.train) if r["task"] == task]
     return rows[:limit] if limit else rows
 
 
@@ -81,7 +85,7 @@ class Evaluator:
 
     def vqa(self) -> pd.DataFrame:
         prompts = []
-        for rec in _test_records(self.dataset, "vqa", self.cfg.limit):
+        for rec in _test_records(self.dataset, "vqa", self.cfg.limit, self.cfg.split):
             for seq, attribute, turn in question_prompts(self.encoder, rec):
                 prompts.append((seq, attribute, turn, rec))
         rows = []
@@ -114,7 +118,7 @@ class Evaluator:
     def image_reliance(self) -> pd.DataFrame:
         """Does the model look at the image? Teacher-forced answers scored with each record's own image and with
         another record's image (a fixed derangement). Equal scores mean the answers come from priors alone."""
-        records = _test_records(self.dataset, "vqa", self.cfg.limit)
+        records = _test_records(self.dataset, "vqa", self.cfg.limit, self.cfg.split)
         seqs = [self.encoder.record(r) for r in records]
         n = len(seqs)
         if n < 2:
@@ -150,7 +154,7 @@ class Evaluator:
         Unlike greedy decoding it shows whether the model ranks an unseen value above another one even when a
         learned prior puts a third value first (the knowledge-transfer question)."""
         rows, seqs = [], []
-        for rec in _test_records(self.dataset, "vqa", self.cfg.limit):
+        for rec in _test_records(self.dataset, "vqa", self.cfg.limit, self.cfg.split):
             watch = Watch.from_dict(rec["watch"])
             for prompt, attribute, turn in question_prompts(self.encoder, rec):
                 if attribute not in attributes:
@@ -183,7 +187,7 @@ class Evaluator:
         return table
 
     def captions(self) -> pd.DataFrame:
-        records = _test_records(self.dataset, "caption", self.cfg.limit)
+        records = _test_records(self.dataset, "caption", self.cfg.limit, self.cfg.split)
         rows = []
         for chunk in _batches(records, self.cfg.batch_size):
             seqs = [question_prompts(self.encoder, r)[0][0] for r in chunk]
@@ -203,7 +207,7 @@ class Evaluator:
 
     def generation(self, reader: AttributeReader | None, feature_probes=None) -> tuple[pd.DataFrame, dict]:
         """Per prompted attribute: did the generated image show it? Also returns the generated tokens."""
-        records = _test_records(self.dataset, "generation", self.cfg.limit)
+        records = _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
         tokens = self.generate(records)
         if self.gen_space.kind == "vq":
             vq = self.built.encoders["vq"]
@@ -398,7 +402,6 @@ class FeatureProbes:
 def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
     """A checkpoint folder itself, or a run folder's checkpoints: 'last', 'all', comma-separated steps, or
     'fractions:0.25,0.5,1' (the checkpoints saved at those fractions of training)."""
-    from unilens.errors import UnilensError
 
     target = Path(target)
     if (target / "manifest.json").is_file() and (target / "trainable.safetensors").is_file():
@@ -439,10 +442,11 @@ def run_eval(
     from unilens.io import atomic_write_text
 
     ckpts = checkpoints_of(target, which)
+    folder = "eval" if cfg.split == "test" else f"eval_{cfg.split}"  # never overwrite the test scores
     out = (
         Path(out)
         if out
-        else (ckpts[0].parent.parent / "eval" if ckpts[0].parent.name == "checkpoints" else ckpts[0] / "eval")
+        else (ckpts[0].parent.parent / folder if ckpts[0].parent.name == "checkpoints" else ckpts[0] / folder)
     )
     out.mkdir(parents=True, exist_ok=True)
     reader = load_reader(reader_dir) if reader_dir else None
@@ -459,6 +463,7 @@ def run_eval(
             "preset": manifest_preset(manifest),
             "mixture": arm_label(manifest["arm"]),
             "seed": manifest["config"]["seed"],
+            "split": cfg.split,
         }
         vqa = ev.vqa()
         reliance = ev.image_reliance()

@@ -104,6 +104,7 @@ def generate_image_tokens(
             outs.append(model.gen_output_to_space(head))
             next_in = model.gen_in(head)  # the head predicts the (distorted) space the adapter reads
         if t + 1 < num_tokens:
+            next_in = model.with_slots(next_in, "gen", slot=t)
             prefix = step(model, prefix, next_in.to(prefix.emb.dtype), use_cache)
     return torch.stack(outs, dim=1)
 

@@ -22,7 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from models.build import Built, build_model, build_spaces, dependencies
-from models.checkpoint import compare_configs, load_trainable, save_checkpoint
+from models.checkpoint import compare_configs, load_trainable, save_checkpoint, with_later_defaults
 from models.device import autocast, pick_device
 from models.presets import FreezeConfig, parameter_table
 from models.sequence import Encoder, collate
@@ -160,7 +160,7 @@ class Trainer:
         config_path = self.out / "config.yaml"
         resolved = self.resolved_config()
         if config_path.is_file():
-            existing = yaml.safe_load(config_path.read_text())
+            existing = with_later_defaults(yaml.safe_load(config_path.read_text()))
             diffs = compare_configs(resolved, existing)
             if diffs:
                 raise UnilensError(

@@ -32,6 +32,10 @@ class ModelConfig:
     input_distortion: float = 0.0  # strength s of a frozen invertible affine map on the input space
     output_distortion: float = 0.0  # our extension: the same on the generation space
     distortion_seed: int = 0
+    # A learned embedding per image-token slot, added after the adapters. Why: with RoPE alone the LLM must learn
+    # which grid cell a token came from by counting back from the question; the embedded models stalled there
+    # (position answers at ln 2: left/right read, top/bottom not), and VQ code vectors carry no position at all.
+    image_positions: bool = False
 
     @property
     def spaces(self) -> tuple[str, str]:
@@ -156,7 +160,16 @@ class GenHead(nn.Module):
 class UnifiedVLM(nn.Module):
     """LLM + adapters + image head. `llm` is a HF causal LM (possibly wrapped by peft)."""
 
-    def __init__(self, cfg: ModelConfig, llm: nn.Module, und_dim: int, gen_dim: int, gen_vocab: int | None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        llm: nn.Module,
+        und_dim: int,
+        gen_dim: int,
+        gen_vocab: int | None,
+        und_tokens: int = 0,
+        gen_tokens: int = 0,
+    ):
         super().__init__()
         self.cfg = cfg
         self.llm = llm
@@ -168,6 +181,11 @@ class UnifiedVLM(nn.Module):
         self.gen_head = GenHead(d, gen_vocab if gen_space == "vq" else gen_dim)
         self.boi = nn.Parameter(torch.randn(d) * 0.02)
         self.eoi = nn.Parameter(torch.randn(d) * 0.02)
+        if cfg.image_positions:
+            if und_tokens <= 0 or gen_tokens <= 0:
+                raise UnilensError("image_positions needs the encoders' token counts (und_tokens, gen_tokens)")
+            self.und_pos = nn.Parameter(torch.randn(und_tokens, d) * 0.02)
+            self.gen_pos = nn.Parameter(torch.randn(gen_tokens, d) * 0.02)
         token_rms = self.base_llm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt().item()
         self.vision_in.match_output_rms(token_rms)
         if not cfg.shared:
@@ -215,14 +233,24 @@ class UnifiedVLM(nn.Module):
     def blocks(self) -> nn.ModuleList:
         return self.decoder.layers
 
+    def with_slots(self, x: torch.Tensor, side: str, slot: int | None = None) -> torch.Tensor:
+        """Add the slot embeddings (if the model has them) to adapter outputs: `x` holds whole images' tokens in
+        slot order (n_images * T, d), or, with `slot`, one token per row at that slot (decoding)."""
+        if not self.cfg.image_positions:
+            return x
+        pos = (self.und_pos if side == "und" else self.gen_pos).to(x.dtype)
+        if slot is not None:
+            return x + pos[slot]
+        return (x.view(-1, *pos.shape) + pos).view(x.shape)
+
     def embed(self, batch: Batch) -> torch.Tensor:
         emb = self.base_llm.get_input_embeddings()(batch.ids)
         emb = emb.clone()
         if batch.und_inputs.numel():
-            und = self.und_embed(batch.und_inputs.to(emb.dtype))
+            und = self.with_slots(self.und_embed(batch.und_inputs.to(emb.dtype)), "und")
             emb[batch.kind == UND_IMAGE] = und.to(emb.dtype)
         if batch.gen_inputs.numel():
-            gen = self.gen_embed(batch.gen_inputs.to(emb.dtype))
+            gen = self.with_slots(self.gen_embed(batch.gen_inputs.to(emb.dtype)), "gen")
             emb[batch.kind == GEN_IMAGE] = gen.to(emb.dtype)
         emb[batch.kind == BOI] = self.boi.to(emb.dtype)
         emb[batch.kind == EOI] = self.eoi.to(emb.dtype)

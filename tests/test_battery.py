@@ -171,3 +171,29 @@ def test_shipped_batteries_resolve_and_share_their_transfer_cells():
     assert len(f3) == 8 and f3 == set(keys["transfer_weather"]) and set(keys["quick"]) < f3
     assert {k for k, c in keys["paper-full"].items() if c.grid == "f3"} >= f3  # the full grid's seed 0 included
     assert not set(keys["transfer_weather_lr3e-3"]) & f3  # a different learning rate is a different cell
+
+
+def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedded, tmp_path):
+    import pytest
+
+    from models.checkpoint import with_later_defaults
+    from unilens.config import to_dict
+    from unilens.errors import UnilensError
+    from unilens.io import sha256_json
+
+    plain = cells_of(load_battery(_battery(tiny_embedded, tmp_path)))
+    grids = [{"name": "slots", "datasets": ["default"], "model": {"image_positions": True}}]
+    slots = cells_of(load_battery(_battery(tiny_embedded, tmp_path, grids=grids)))
+    assert slots and all(c.config.model.image_positions for c in slots)
+    assert not {c.key for c in slots} & {c.key for c in plain}
+    # a cell keyed before image_positions existed keeps its key while the field is at its default
+    for cell in plain:
+        resolved = to_dict(cell.config)
+        resolved.pop("out")
+        resolved["model"].pop("image_positions")
+        assert sha256_json(resolved)[:12] == cell.key
+        assert with_later_defaults(resolved)["model"]["image_positions"] is False
+    with pytest.raises(UnilensError, match="set by the grid itself"):
+        cells_of(load_battery(_battery(tiny_embedded, tmp_path, model={"variant": "vq-vq"})))
+    with pytest.raises(UnilensError, match="unknown key"):
+        cells_of(load_battery(_battery(tiny_embedded, tmp_path, model={"image_position": True})))

@@ -234,3 +234,22 @@ def test_semantic_generations_are_shown_by_their_nearest_training_image(trained_
     _, generated = ev.generation(None, None)
     ev.grid(generated, tmp_path / "grid.png", 4)
     assert (tmp_path / "grid.png").stat().st_size > 1000
+
+
+def test_train_split_scores_training_images_into_its_own_folder(trained_runs, tmp_path):
+    cfg = trained_runs["vq-vq"]
+    dataset = load_dataset(cfg.dataset)
+    train_ids = {r["image"] for r in dataset.train}
+    test_ids = {r["image"] for r in dataset.test}
+    run = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(cfg.out, run)
+    eval_cfg = EvalConfig(limit=3, captions=False, generation=False, n_boot=20, split="train")
+    summary = run_eval(run, None, eval_cfg, None)
+    vqa = pd.read_csv(run / "eval_train" / "vqa.csv")
+    assert set(vqa["image"]) <= train_ids and not set(vqa["image"]) & test_ids
+    assert len(set(vqa["image"])) == 3 and (summary["split"] == "train").all()
+    assert not (run / "eval").exists()  # the test scores are never overwritten
+    with pytest.raises(UnilensError, match="choose test or train"):
+        run_eval(run, None, EvalConfig(split="val"), None)

@@ -111,6 +111,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     cfg = EvalConfig(
         limit=args.limit,
+        split=args.split,
         captions=not args.no_captions,
         generation=not args.no_generation,
         fid_weights=args.fid_weights or "",
@@ -278,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--reader", help="attribute reader folder (scores VQ generations)")
     ev.add_argument("--out", help="output folder (default: RUN/eval)")
     ev.add_argument("--limit", type=int, default=0, help="only the first N test images")
+    ev.add_argument(
+        "--split", choices=["test", "train"], default="test", help="train: score training images (memorisation)"
+    )
     ev.add_argument("--no-captions", action="store_true")
     ev.add_argument("--no-generation", action="store_true")
     ev.add_argument("--fid-weights", default=None, help="local TorchScript Inception file: adds FID (VQ generations)")
