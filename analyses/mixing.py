@@ -53,8 +53,9 @@ def recipe(train_config: dict) -> str:
     preset and distortion are what a comparison varies)."""
     keys = ("dataset", "epochs", "batch_size", "lr_adapters", "lr_llm", "max_steps")
     text = ", ".join(f"{k}={train_config[k]}" for k in keys if k in train_config)
-    if train_config.get("model", {}).get("image_positions"):  # an architecture change: named only when on
-        text += ", image_positions=True"
+    positions = train_config.get("model", {}).get("image_positions", False)
+    if positions:  # an architecture change: named only when on, so recipes written before it stay the same
+        text += f", image_positions={positions}"
     return text
 
 

@@ -123,8 +123,13 @@ def compare_configs(expected: dict, found: dict, where: str = "") -> list[str]:
     return diffs
 
 
+# parameters renamed since checkpoints were written with them: old name -> new name
+RENAMED = {"und_pos": "und_pos.table", "gen_pos": "gen_pos.table"}
+
+
 def load_trainable(model: torch.nn.Module, folder: str | Path) -> None:
     state = load_file(str(Path(folder) / "trainable.safetensors"))
+    state = {RENAMED.get(name, name): value for name, value in state.items()}
     expected = {n for n, p in model.named_parameters() if p.requires_grad} | set(fitted_buffers(model))
     missing, unexpected = expected - set(state), set(state) - expected
     if missing and all(n.startswith(FITTED_BUFFERS) for n in missing):

@@ -100,9 +100,9 @@ def apply_preset(model: nn.Module, cfg: FreezeConfig) -> nn.Module:
             p.requires_grad_(True)
     model.boi.requires_grad_(True)
     model.eoi.requires_grad_(True)
-    if model.cfg.image_positions:
-        model.und_pos.requires_grad_(True)
-        model.gen_pos.requires_grad_(True)
+    if model.cfg.position_kind != "none":
+        for module in (model.und_pos, model.gen_pos):
+            module.requires_grad_(True)
     for buf_owner in (model.distort_in, model.distort_out):
         for p in buf_owner.parameters():
             p.requires_grad_(False)
@@ -114,7 +114,7 @@ def component(name: str) -> str:
         return "llm.lora" if "lora_" in name else "llm.base"
     if name in ("boi", "eoi"):
         return "image_delimiters"
-    if name in ("und_pos", "gen_pos"):
+    if name.startswith(("und_pos.", "gen_pos.")):
         return "image_positions"
     return name.split(".")[0]
 

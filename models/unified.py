@@ -32,10 +32,18 @@ class ModelConfig:
     input_distortion: float = 0.0  # strength s of a frozen invertible affine map on the input space
     output_distortion: float = 0.0  # our extension: the same on the generation space
     distortion_seed: int = 0
-    # A learned embedding per image-token slot, added after the adapters. Why: with RoPE alone the LLM must learn
-    # which grid cell a token came from by counting back from the question; the embedded models stalled there
-    # (position answers at ln 2: left/right read, top/bottom not), and VQ code vectors carry no position at all.
-    image_positions: bool = False
+    # Learned position embeddings of image-token slots, added after the adapters: false (none, RoPE only), true or
+    # "slot" (one vector per slot), "grid" (a row vector plus a column vector: every left-column token shares one
+    # direction from the start). Why: the embedded models learn an icon's row (a contiguous half of the raster
+    # sequence) but never its column (every 8th token), and VQ code vectors carry no position at all.
+    image_positions: bool | str = False
+
+    @property
+    def position_kind(self) -> str:
+        kinds = {False: "none", "none": "none", True: "slot", "slot": "slot", "grid": "grid"}
+        if not isinstance(self.image_positions, (bool, str)) or self.image_positions not in kinds:
+            raise UnilensError(f"image_positions must be false, true (slot) or grid, got {self.image_positions!r}")
+        return kinds[self.image_positions]
 
     @property
     def spaces(self) -> tuple[str, str]:
@@ -147,6 +155,28 @@ class AffineDistortion(nn.Module):
         return y if self.strength == 0 else torch.linalg.solve(self.A.T, (y - self.b).T).T
 
 
+class SlotEmbedding(nn.Module):
+    """One vector per image-token slot (kind "slot"), or a row vector plus a column vector on the square token grid
+    (kind "grid", fewer parameters and shared directions per row and per column). Called, it gives (T, d)."""
+
+    def __init__(self, kind: str, tokens: int, d: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "slot":
+            self.table = nn.Parameter(torch.randn(tokens, d) * 0.02)
+            return
+        side = round(tokens**0.5)
+        if side * side != tokens:
+            raise UnilensError(f"image_positions grid needs a square token grid, got {tokens} tokens; use slot")
+        self.rows = nn.Parameter(torch.randn(side, d) * 0.02)
+        self.cols = nn.Parameter(torch.randn(side, d) * 0.02)
+
+    def forward(self) -> torch.Tensor:
+        if self.kind == "slot":
+            return self.table
+        return (self.rows[:, None] + self.cols[None, :]).reshape(-1, self.rows.shape[1])
+
+
 class GenHead(nn.Module):
     def __init__(self, d_model: int, d_out: int):
         super().__init__()
@@ -181,11 +211,11 @@ class UnifiedVLM(nn.Module):
         self.gen_head = GenHead(d, gen_vocab if gen_space == "vq" else gen_dim)
         self.boi = nn.Parameter(torch.randn(d) * 0.02)
         self.eoi = nn.Parameter(torch.randn(d) * 0.02)
-        if cfg.image_positions:
+        if cfg.position_kind != "none":
             if und_tokens <= 0 or gen_tokens <= 0:
                 raise UnilensError("image_positions needs the encoders' token counts (und_tokens, gen_tokens)")
-            self.und_pos = nn.Parameter(torch.randn(und_tokens, d) * 0.02)
-            self.gen_pos = nn.Parameter(torch.randn(gen_tokens, d) * 0.02)
+            self.und_pos = SlotEmbedding(cfg.position_kind, und_tokens, d)
+            self.gen_pos = SlotEmbedding(cfg.position_kind, gen_tokens, d)
         token_rms = self.base_llm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt().item()
         self.vision_in.match_output_rms(token_rms)
         if not cfg.shared:
@@ -236,9 +266,9 @@ class UnifiedVLM(nn.Module):
     def with_slots(self, x: torch.Tensor, side: str, slot: int | None = None) -> torch.Tensor:
         """Add the slot embeddings (if the model has them) to adapter outputs: `x` holds whole images' tokens in
         slot order (n_images * T, d), or, with `slot`, one token per row at that slot (decoding)."""
-        if not self.cfg.image_positions:
+        if self.cfg.position_kind == "none":
             return x
-        pos = (self.und_pos if side == "und" else self.gen_pos).to(x.dtype)
+        pos = (self.und_pos if side == "und" else self.gen_pos)().to(x.dtype)
         if slot is not None:
             return x + pos[slot]
         return (x.view(-1, *pos.shape) + pos).view(x.shape)

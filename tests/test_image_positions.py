@@ -36,7 +36,9 @@ def test_greedy_generation_is_what_teacher_forcing_predicts(tiny_embedded, image
     model = built.model.eval()
     if image_positions:  # large enough that leaving them out anywhere changes the argmax
         with torch.no_grad():
-            model.gen_pos.copy_(torch.randn(model.gen_pos.shape, generator=torch.Generator().manual_seed(0)))
+            model.gen_pos.table.copy_(
+                torch.randn(model.gen_pos.table.shape, generator=torch.Generator().manual_seed(0))
+            )
     enc = Encoder(built.tokenizer, und.num_tokens)
     record = next(r for r in dataset.test if r["task"] == "generation")
     codes = generate_image_tokens(
@@ -49,7 +51,7 @@ def test_greedy_generation_is_what_teacher_forcing_predicts(tiny_embedded, image
     assert torch.equal(again, codes)
     if image_positions:  # the check has teeth: without the slot embeddings the same codes are not predicted
         with torch.no_grad():
-            model.gen_pos.zero_()
+            model.gen_pos.table.zero_()
             other = model.gen_head(model.hidden(batch)[batch.gen_predict_mask]).argmax(-1)
         assert not torch.equal(other, codes)
 
@@ -62,27 +64,40 @@ def test_slot_embeddings_add_one_vector_per_slot(tiny_embedded):
     batch = collate([enc.record(r) for r in records], und, gen, enc.pad_id)
     with torch.no_grad():
         added = model.embed(batch)[batch.kind == 1] - model.und_embed(batch.und_inputs)
-    expected = model.und_pos.detach().repeat(len(records), 1)
+    expected = model.und_pos().detach().repeat(len(records), 1)
     assert torch.allclose(added, expected, atol=1e-6)
 
 
-def test_slot_embeddings_train_save_and_reload(tiny_train_config):
-    cfg = tiny_train_config("vq-sem", "lora", epochs=0.35, checkpoint_fractions=[1.0])
-    cfg.model.image_positions = True
+@pytest.mark.parametrize("kind", [True, "grid"])
+def test_slot_embeddings_train_save_and_reload(tiny_train_config, kind):
+    cfg = tiny_train_config("vq-sem", "lora", epochs=0.35, checkpoint_fractions=[1.0], name=f"slots-{kind}")
+    cfg.model.image_positions = kind
     trainer = Trainer(cfg, progress=False)
-    start = trainer.model.und_pos.detach().clone()
+    start = trainer.model.und_pos().detach().clone()
     trainer.train()
-    table = parameter_table(trainer.model).set_index("component")
-    d = trainer.model.d_model
-    assert (
-        table.loc["image_positions", "trainable"]
-        == (trainer.model.und_pos.shape[0] + trainer.model.gen_pos.shape[0]) * d
-    )
-    assert not torch.equal(trainer.model.und_pos.detach(), start)
+    model = trainer.model
+    table = parameter_table(model).set_index("component")
+    expected = sum(p.numel() for p in [*model.und_pos.parameters(), *model.gen_pos.parameters()])
+    tokens = model.und_pos().shape[0] + model.gen_pos().shape[0]
+    assert table.loc["image_positions", "trainable"] == expected
+    side = round(model.und_pos().shape[0] ** 0.5)  # the tiny encoders' token grids are square, as the real ones
+    assert expected == (tokens * model.d_model if kind is True else 2 * (side + side) * model.d_model)
+    assert not torch.equal(model.und_pos().detach(), start)
     built, manifest = load_checkpoint(trainer.checkpoints()[-1])
-    assert manifest["config"]["model"]["image_positions"] is True
-    assert torch.equal(built.model.und_pos, trainer.model.und_pos.detach())
-    assert torch.equal(built.model.gen_pos, trainer.model.gen_pos.detach())
+    assert manifest["config"]["model"]["image_positions"] == kind
+    assert torch.equal(built.model.und_pos(), model.und_pos().detach())
+    assert torch.equal(built.model.gen_pos(), model.gen_pos().detach())
+
+
+def test_grid_positions_are_a_row_plus_a_column_and_bad_kinds_are_named(tiny_embedded):
+    built, *_ = tiny_model(tiny_embedded, "sem-sem", image_positions="grid")
+    table = built.model.und_pos().detach()
+    side = round(table.shape[0] ** 0.5)
+    grid = table.view(side, side, -1)
+    # moving one column right adds the same vector in every row
+    assert torch.allclose(grid[:, 1] - grid[:, 0], (grid[0, 1] - grid[0, 0]).expand(side, -1), atol=1e-6)
+    with pytest.raises(UnilensError, match="image_positions must be"):
+        tiny_model(tiny_embedded, "sem-sem", image_positions="diagonal")
 
 
 def test_a_run_written_before_the_field_existed_still_resumes(tiny_train_config):
