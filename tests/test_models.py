@@ -352,6 +352,35 @@ def test_text_pretraining_sees_the_unified_models_exact_token_ids(tiny_embedded)
         assert len(full) > len(text_ids)  # every record carries an image
 
 
+def test_copy_task_pretraining_reports_in_context_copying(tiny_embedded, tmp_path):
+    """The copying task joins text pre-training when asked; its measure is in every LLM report; bad shares are named."""
+    import numpy as np
+
+    from models.lm import LMConfig, copy_sequences, pretrain_lm
+
+    x = copy_sequences(3, 5, 40, 4, np.random.default_rng(0))
+    assert x.shape == (3, 10) and (x[:, :5] == x[:, 5:]).all() and x.min() >= 4 and x.max() < 40
+    base = dict(dataset=str(tiny_embedded / "data"), vocab_size=300, d_model=32, n_layers=2, n_heads=2, d_ff=64)
+    report = pretrain_lm(LMConfig(**base, steps=4, batch_size=8, copy_fraction=0.5, copy_span=6), tmp_path / "lm")
+    assert {"copy_first_nll", "copy_second_nll", "copy_gain"} <= set(report)
+    assert abs(report["copy_gain"]) < 1.0  # four steps teach no copying: the measure reads about zero
+    with pytest.raises(UnilensError, match="copy_fraction"):
+        pretrain_lm(LMConfig(**base, steps=1, copy_fraction=1.0), tmp_path / "bad")
+
+    class Copier(torch.nn.Module):  # predicts each repeated token from its first showing, knows nothing else
+        def forward(self, input_ids):
+            b, n = input_ids.shape
+            logits = torch.zeros(b, n, 50)
+            for t in range(16 - 1, n - 1):
+                logits[torch.arange(b), t, input_ids[:, t + 1 - 16]] = 30.0
+            return type("Out", (), {"logits": logits})()
+
+    from models.lm import copy_gain
+
+    perfect = copy_gain(Copier(), 50, 4, span=16)
+    assert perfect["copy_second_nll"] < 1e-3 and abs(perfect["copy_first_nll"] - np.log(50)) < 1e-3
+
+
 def test_run_and_embedded_folders_are_created_with_their_parents(tiny_train_config, tmp_path):
     """A fresh clone has no runs/ folder: training and the embedded build make it."""
     cfg = tiny_train_config("vq-vq", "adapters", epochs=0.1, checkpoint_fractions=[1.0])
