@@ -87,14 +87,17 @@ def entry_hash(what: str, path: Path) -> str:
 LATER_FIELDS: dict[tuple[str, ...], object] = {("model", "image_positions"): False}
 
 
+def _parent(config: dict, path: tuple[str, ...], create: bool) -> dict:
+    for key in path[:-1]:
+        config = config.setdefault(key, {}) if create else config.get(key, {})
+    return config
+
+
 def with_later_defaults(config: dict) -> dict:
     """A run config as this version writes it: later fields an older run lacks filled with their defaults."""
     config = json.loads(json.dumps(config))
     for path, default in LATER_FIELDS.items():
-        parent = config
-        for key in path[:-1]:
-            parent = parent.setdefault(key, {})
-        parent.setdefault(path[-1], default)
+        _parent(config, path, create=True).setdefault(path[-1], default)
     return config
 
 
@@ -102,9 +105,7 @@ def without_later_defaults(config: dict) -> dict:
     """A run config with later fields at their defaults left out: what a content key is taken over."""
     config = json.loads(json.dumps(config))
     for path, default in LATER_FIELDS.items():
-        parent = config
-        for key in path[:-1]:
-            parent = parent.get(key, {})
+        parent = _parent(config, path, create=False)
         if path[-1] in parent and parent[path[-1]] == default:
             del parent[path[-1]]
     return config
