@@ -133,3 +133,13 @@ def test_mixing_refuses_to_pool_runs_of_different_recipes(tmp_path):
     }
     with pytest.raises(UnilensError, match=r"different recipes.*epochs=1.5"):
         run_mixing(MixingConfig(models=models, out=str(tmp_path / "out")))
+
+
+def test_recipe_names_image_positions_only_when_on():
+    from analyses.mixing import recipe
+
+    base = {"dataset": "d", "epochs": 3.0, "lr_llm": 0.003, "model": {"variant": "sem-sem"}}
+    plain = recipe(base)
+    assert plain == recipe({**base, "model": {"variant": "sem-sem", "image_positions": False}})
+    grid = recipe({**base, "model": {"variant": "sem-sem", "image_positions": "grid"}})
+    assert grid != plain and grid.endswith("image_positions=grid")
