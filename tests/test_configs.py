@@ -42,6 +42,7 @@ def _kind(path: Path):
         "embedded_gpu.yaml": EmbeddedConfig,
         "encoders.yaml": EncoderTrainConfig,
         "lm.yaml": LMConfig,
+        "lm_copy.yaml": LMConfig,
     }[path.name]
 
 
