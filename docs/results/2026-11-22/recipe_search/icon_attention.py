@@ -1,0 +1,91 @@
+"""Does any attention head find the weather icon? For weather-position questions on training images: the share of
+each head's attention to the image that lands on the icon's 2 x 2 corner tokens, and on the same-row tokens of the
+opposite corner (its column mirror), from the position that decides the row (first answer token) and the one that
+decides the column ("-"). Uniform attention gives 4 / 64 = 0.0625 to each. Appends to icon_attention.csv.
+
+    python docs/results/2026-11-22/recipe_search/icon_attention.py CHECKPOINT [N_RECORDS]
+"""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from models.build import build_spaces, load_checkpoint
+from models.sequence import UND_IMAGE, Encoder, collate
+from tasks.records import load_dataset
+
+torch.set_num_threads(1)
+ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 300
+built, manifest = load_checkpoint(ckpt)
+model = built.model
+model.base_llm.config._attn_implementation = "eager"  # only eager attention returns its weights
+dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
+und, gen = build_spaces(built, model.cfg, dataset, manifest["config"]["cache_dir"])
+side = round(und.num_tokens**0.5)
+
+
+def corner_tokens(corner: str) -> list[int]:
+    rows = [0, 1] if corner.startswith("top") else [side - 2, side - 1]
+    cols = [0, 1] if corner.endswith("left") else [side - 2, side - 1]
+    return [r * side + c for r in rows for c in cols]
+
+
+def mirror(corner: str) -> str:
+    row, col = corner.split("-")
+    return f"{row}-{'right' if col == 'left' else 'left'}"
+
+
+enc = Encoder(built.tokenizer, und.num_tokens)
+records = [r for r in dataset.train if r["task"] == "vqa"][:n]
+sums: dict[tuple, list[float]] = {}
+with torch.no_grad():
+    for i in range(0, len(records), 8):
+        chunk = records[i : i + 8]
+        seqs = [enc.record(r) for r in chunk]
+        batch = collate(seqs, und, gen, enc.pad_id)
+        out = model.decoder(
+            inputs_embeds=model.embed(batch), attention_mask=batch.attention_mask.long(), output_attentions=True
+        )
+        for b, (s, r) in enumerate(zip(seqs, chunk, strict=True)):
+            image = (batch.kind[b] == UND_IMAGE).nonzero()[:, 0]
+            corner = r["watch"]["weather_pos"]
+            for start, end, attribute in s.answers:
+                if attribute != "weather_pos":
+                    continue
+                for where, pos in (("row_token", start - 1), ("column_token", end - 3)):
+                    for layer, att in enumerate(out.attentions):
+                        to_image = att[b, :, pos, image]  # (heads, 64)
+                        total = to_image.sum(-1).clamp(min=1e-12)
+                        icon = to_image[:, corner_tokens(corner)].sum(-1) / total
+                        other = to_image[:, corner_tokens(mirror(corner))].sum(-1) / total
+                        for head in range(att.shape[1]):
+                            key = (where, layer, head)
+                            sums.setdefault(key, []).append((icon[head].item(), other[head].item(), total[head].item()))
+rows = [
+    {
+        "checkpoint": ckpt,
+        "position": where,
+        "block": layer,
+        "head": head,
+        "icon_share": sum(v[0] for v in vals) / len(vals),
+        "mirror_share": sum(v[1] for v in vals) / len(vals),
+        "attention_to_image": sum(v[2] for v in vals) / len(vals),
+        "uniform_share": 4 / und.num_tokens,
+        "n": len(vals),
+    }
+    for (where, layer, head), vals in sorted(sums.items())
+]
+out_csv = Path(__file__).with_name("icon_attention.csv")
+table = pd.DataFrame(rows)
+if out_csv.is_file():
+    old = pd.read_csv(out_csv)
+    table = pd.concat([old[old.checkpoint != ckpt], table], ignore_index=True)
+table.to_csv(out_csv, index=False)
+show = pd.DataFrame(rows).sort_values("icon_share", ascending=False).head(8)
+print(
+    show[["position", "block", "head", "icon_share", "mirror_share", "attention_to_image"]]
+    .round(3)
+    .to_string(index=False)
+)
