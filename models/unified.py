@@ -37,6 +37,10 @@ class ModelConfig:
     # direction from the start). Why: the embedded models learn an icon's row (a contiguous half of the raster
     # sequence) but never its column (every 8th token), and VQ code vectors carry no position at all.
     image_positions: bool | str = False
+    # "raster" (row by row, as every encoder emits them) or "transposed" (column by column): the order in which the
+    # understanding image's tokens enter the LLM. A diagnostic: the models learn which half of the sequence an icon
+    # sits in (its row, in raster order) and never its column; transposed, that should swap.
+    image_order: str = "raster"
 
     @property
     def position_kind(self) -> str:
@@ -211,6 +215,7 @@ class UnifiedVLM(nn.Module):
         self.gen_head = GenHead(d, gen_vocab if gen_space == "vq" else gen_dim)
         self.boi = nn.Parameter(torch.randn(d) * 0.02)
         self.eoi = nn.Parameter(torch.randn(d) * 0.02)
+        self.und_tokens = und_tokens
         if cfg.position_kind != "none":
             if und_tokens <= 0 or gen_tokens <= 0:
                 raise UnilensError("image_positions needs the encoders' token counts (und_tokens, gen_tokens)")
@@ -229,8 +234,19 @@ class UnifiedVLM(nn.Module):
         self.image_loss_weight = weight if weight >= 0 else (0.2 if gen_space == "vq" else 1.0)
 
     def und_embed(self, raw: torch.Tensor) -> torch.Tensor:
-        """Encoder-space input features -> LLM embeddings (normalise, distort, adapt)."""
-        return self.vision_in(self.distort_in(self.norm_in(raw)))
+        """Encoder-space input features (whole images, raster order) -> LLM embeddings (normalise, distort, adapt),
+        in the configured token order."""
+        return self.vision_in(self.distort_in(self.norm_in(self.ordered(raw))))
+
+    def ordered(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.cfg.image_order == "raster":
+            return raw
+        if self.cfg.image_order != "transposed":
+            raise UnilensError(f"image_order must be raster or transposed, got '{self.cfg.image_order}'")
+        side = round(self.und_tokens**0.5)
+        if side * side != self.und_tokens:
+            raise UnilensError(f"image_order transposed needs a square token grid, got {self.und_tokens} tokens")
+        return raw.reshape(-1, side, side, raw.shape[-1]).transpose(1, 2).reshape(raw.shape)
 
     def gen_embed(self, raw: torch.Tensor) -> torch.Tensor:
         """Generation-space inputs (features or code vectors) -> LLM embeddings."""

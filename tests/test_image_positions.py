@@ -113,3 +113,18 @@ def test_a_run_written_before_the_field_existed_still_resumes(tiny_train_config)
     cfg.model.image_positions = True
     with pytest.raises(UnilensError, match=r"holds a different run.*image_positions"):
         Trainer(cfg, progress=False).train()
+
+
+def test_transposed_order_feeds_each_image_column_by_column(tiny_embedded):
+    built, dataset, und, _gen = tiny_model(tiny_embedded, "sem-sem", image_positions=False)
+    model = built.model
+    raw = torch.cat([und.inputs(r["image"]) for r in dataset.train[:2]])
+    side = round(und.num_tokens**0.5)
+    with torch.no_grad():
+        raster = model.und_embed(raw).view(2, side, side, -1)
+        model.cfg.image_order = "transposed"
+        transposed = model.und_embed(raw).view(2, side, side, -1)
+        assert torch.allclose(transposed, raster.transpose(1, 2), atol=1e-6)  # slot (c, r) holds patch (r, c)
+        model.cfg.image_order = "spiral"
+        with pytest.raises(UnilensError, match="raster or transposed"):
+            model.und_embed(raw)
