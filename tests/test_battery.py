@@ -176,7 +176,7 @@ def test_shipped_batteries_resolve_and_share_their_transfer_cells():
 def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedded, tmp_path):
     import pytest
 
-    from models.checkpoint import with_later_defaults
+    from models.checkpoint import LATER_FIELDS, with_later_defaults
     from unilens.config import to_dict
     from unilens.errors import UnilensError
     from unilens.io import sha256_json
@@ -186,13 +186,16 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
     slots = cells_of(load_battery(_battery(tiny_embedded, tmp_path, grids=grids)))
     assert slots and all(c.config.model.image_positions for c in slots)
     assert not {c.key for c in slots} & {c.key for c in plain}
-    # a cell keyed before image_positions existed keeps its key while the field is at its default
+    # a cell keyed before the later fields existed keeps its key while they are at their defaults
+    assert {path[-1] for path in LATER_FIELDS} == {"image_positions", "image_order"}
     for cell in plain:
         resolved = to_dict(cell.config)
         resolved.pop("out")
-        resolved["model"].pop("image_positions")
+        for path in LATER_FIELDS:
+            resolved["model"].pop(path[-1])
         assert sha256_json(resolved)[:12] == cell.key
         assert with_later_defaults(resolved)["model"]["image_positions"] is False
+        assert with_later_defaults(resolved)["model"]["image_order"] == "raster"
     with pytest.raises(UnilensError, match="set by the grid itself"):
         cells_of(load_battery(_battery(tiny_embedded, tmp_path, model={"variant": "vq-vq"})))
     with pytest.raises(UnilensError, match="unknown key"):
