@@ -11,23 +11,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from _common import batches, load
 
-from models.build import build_spaces, load_checkpoint
-from models.sequence import Encoder, collate
-from tasks.records import load_dataset
-
-torch.set_num_threads(1)
 ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 100
-built, manifest = load_checkpoint(ckpt)
-dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
-und, gen = build_spaces(built, built.model.cfg, dataset, manifest["config"]["cache_dir"])
-enc = Encoder(built.tokenizer, und.num_tokens)
+built, dataset, und, gen, enc = load(ckpt)
 records = [r for r in dataset.test if r["task"] == "vqa"][:n]
 losses = defaultdict(list)
 with torch.no_grad():
-    for i in range(0, len(records), 16):
-        seqs = [enc.record(r) for r in records[i : i + 16]]
-        batch = collate(seqs, und, gen, enc.pad_id)
+    for _chunk, seqs, batch in batches(records, 16, enc, und, gen):
         logp = F.log_softmax(built.model.text_logits(built.model.hidden(batch)).float(), -1)
         for b, s in enumerate(seqs):
             for start, end, attribute in s.answers:

@@ -12,28 +12,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _common import batches, load
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from models.build import build_spaces, load_checkpoint
-from models.sequence import UND_IMAGE, Encoder, collate
-from tasks.records import load_dataset
+from models.sequence import UND_IMAGE
 
-torch.set_num_threads(1)
 ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 700
-built, manifest = load_checkpoint(ckpt)
+built, dataset, und, gen, enc = load(ckpt)
 model = built.model
-dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
-und, gen = build_spaces(built, model.cfg, dataset, manifest["config"]["cache_dir"])
-enc = Encoder(built.tokenizer, und.num_tokens)
 records = [r for r in dataset.train if r["task"] == "vqa"][:n]
 feats = {k: [] for k in ("row_token", "column_token", "image_mean", "adapter_mean", "raw_mean")}
 labels = []
 with torch.no_grad():
-    for i in range(0, len(records), 16):
-        chunk = records[i : i + 16]
-        seqs = [enc.record(r) for r in chunk]
-        batch = collate(seqs, und, gen, enc.pad_id)
+    for chunk, seqs, batch in batches(records, 16, enc, und, gen):
         out = model.decoder(
             inputs_embeds=model.embed(batch), attention_mask=batch.attention_mask.long(), output_hidden_states=True
         )

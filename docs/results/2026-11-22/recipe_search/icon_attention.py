@@ -11,18 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _common import batches, load
 
-from models.build import build_spaces, load_checkpoint
-from models.sequence import UND_IMAGE, Encoder, collate
-from tasks.records import load_dataset
+from models.sequence import UND_IMAGE
 
-torch.set_num_threads(1)
 ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 300
-built, manifest = load_checkpoint(ckpt)
+built, dataset, und, gen, enc = load(ckpt)
 model = built.model
 model.base_llm.config._attn_implementation = "eager"  # only eager attention returns its weights
-dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
-und, gen = build_spaces(built, model.cfg, dataset, manifest["config"]["cache_dir"])
 side = round(und.num_tokens**0.5)
 
 
@@ -37,14 +33,10 @@ def mirror(corner: str) -> str:
     return f"{row}-{'right' if col == 'left' else 'left'}"
 
 
-enc = Encoder(built.tokenizer, und.num_tokens)
 records = [r for r in dataset.train if r["task"] == "vqa"][:n]
 sums: dict[tuple, list[float]] = {}
 with torch.no_grad():
-    for i in range(0, len(records), 8):
-        chunk = records[i : i + 8]
-        seqs = [enc.record(r) for r in chunk]
-        batch = collate(seqs, und, gen, enc.pad_id)
+    for chunk, seqs, batch in batches(records, 8, enc, und, gen):
         out = model.decoder(
             inputs_embeds=model.embed(batch), attention_mask=batch.attention_mask.long(), output_attentions=True
         )
