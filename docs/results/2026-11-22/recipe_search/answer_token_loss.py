@@ -6,12 +6,11 @@ test images: which token of an answer does the model get wrong? Appends tidy row
 
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from _common import batches, load
+from _common import batches, load, save_rows
 
 ckpt, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 100
 built, dataset, und, gen, enc = load(ckpt)
@@ -30,10 +29,5 @@ rows = [
     {"checkpoint": ckpt, "attribute": a, "token_index": k, "token": t, "nll": sum(v) / len(v), "n": len(v)}
     for (a, k, t), v in sorted(losses.items())
 ]
-out = Path(__file__).with_name("answer_token_loss.csv")
-table = pd.DataFrame(rows)
-if out.is_file():
-    old = pd.read_csv(out, keep_default_na=False)
-    table = pd.concat([old[old.checkpoint != ckpt], table], ignore_index=True)
-table.to_csv(out, index=False)
+save_rows("answer_token_loss.csv", ckpt, rows)
 print(pd.DataFrame(rows).query("attribute != 'time' and attribute != 'battery'").round(3).to_string(index=False))

@@ -7,12 +7,11 @@ positions; also on the image tokens averaged before (raw) and after the input ad
 """
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from _common import batches, load
+from _common import batches, load, save_rows
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
@@ -59,10 +58,5 @@ for site, x in feats.items():
                 "n": len(y),
             }
         )
-out = Path(__file__).with_name("column_probe.csv")
-table = pd.DataFrame(rows)
-if out.is_file():
-    old = pd.read_csv(out)
-    table = pd.concat([old[old.checkpoint != ckpt], table], ignore_index=True)
-table.to_csv(out, index=False)
+save_rows("column_probe.csv", ckpt, rows)
 print(pd.DataFrame(rows).pivot(index="site", columns="block", values="accuracy").round(2).to_string())

@@ -7,11 +7,10 @@ decides the column ("-"). Uniform attention gives 4 / 64 = 0.0625 to each. Appen
 """
 
 import sys
-from pathlib import Path
 
 import pandas as pd
 import torch
-from _common import batches, load
+from _common import batches, load, save_rows
 
 from models.sequence import UND_IMAGE
 
@@ -69,12 +68,7 @@ rows = [
     }
     for (where, layer, head), vals in sorted(sums.items())
 ]
-out_csv = Path(__file__).with_name("icon_attention.csv")
-table = pd.DataFrame(rows)
-if out_csv.is_file():
-    old = pd.read_csv(out_csv)
-    table = pd.concat([old[old.checkpoint != ckpt], table], ignore_index=True)
-table.to_csv(out_csv, index=False)
+save_rows("icon_attention.csv", ckpt, rows)
 show = pd.DataFrame(rows).sort_values("icon_share", ascending=False).head(8)
 print(
     show[["position", "block", "head", "icon_share", "mirror_share", "attention_to_image"]]
