@@ -51,6 +51,10 @@ class EvalConfig:
     grid_images: int = 8
     fid_weights: str = ""  # a local TorchScript Inception: adds FID of VQ generations against the test images
 
+    def __post_init__(self) -> None:
+        if self.split not in ("test", "train"):
+            raise UnilensError(f"unknown evaluation split '{self.split}': choose test or train")
+
 
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
@@ -58,8 +62,6 @@ def _batches(items: list, size: int):
 
 
 def _test_records(dataset: WorldDataset, task: str, limit: int, split: str = "test") -> list[dict]:
-    if split not in ("test", "train"):
-        raise UnilensError(f"unknown evaluation split '{split}': choose test or train")
     rows = [r for r in (dataset.test if split == "test" else dataset.train) if r["task"] == task]
     return rows[:limit] if limit else rows
 

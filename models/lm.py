@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from models.chat import conversation_text
 from models.fit import optimize
@@ -54,8 +55,6 @@ def copy_sequences(n: int, span: int, vocab: int, first_id: int, rng: np.random.
 def copy_gain(model: torch.nn.Module, vocab: int, first_id: int, span: int = 32, n: int = 64, seed: int = 1) -> dict:
     """The in-context copying test: mean next-token loss on a random span's first and second showing. A model that
     can look tokens up by content predicts the second showing far better (gain near ln V); one that cannot, not."""
-    import torch.nn.functional as F
-
     ids = torch.from_numpy(copy_sequences(n, span, vocab, first_id, np.random.default_rng(seed)))
     logits = model(input_ids=ids).logits.float()
     nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
@@ -125,6 +124,8 @@ def load_llm(path: str | Path, dtype: torch.dtype = torch.float32):
 
 def pretrain_lm(cfg: LMConfig, out: str | Path, progress: bool = True) -> dict:
     """Tokenizer + small Llama trained on the world's conversations with images removed."""
+    if not 0 <= cfg.copy_fraction < 1:
+        raise UnilensError(f"copy_fraction must be in [0, 1), got {cfg.copy_fraction}")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     ds = load_dataset(cfg.dataset)
@@ -152,8 +153,6 @@ def pretrain_lm(cfg: LMConfig, out: str | Path, progress: bool = True) -> dict:
     start = time.time()
     model.train()
 
-    if not 0 <= cfg.copy_fraction < 1:
-        raise UnilensError(f"copy_fraction must be in [0, 1), got {cfg.copy_fraction}")
     n_copy = round(cfg.copy_fraction * cfg.batch_size)
     first_id = len(SPECIAL_TOKENS)  # the special tokens come first in the vocabulary
 

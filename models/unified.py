@@ -34,12 +34,12 @@ class ModelConfig:
     distortion_seed: int = 0
     # Learned position embeddings of image-token slots, added after the adapters: false (none, RoPE only), true or
     # "slot" (one vector per slot), "grid" (a row vector plus a column vector: every left-column token shares one
-    # direction from the start). Why: the embedded models learn an icon's row (a contiguous half of the raster
-    # sequence) but never its column (every 8th token), and VQ code vectors carry no position at all.
+    # direction from the start). Why offered: RoPE alone gives no absolute grid position, and VQ code vectors carry
+    # none either. On the embedded default neither kind taught the models an icon's column (docs/results recipe_search).
     image_positions: bool | str = False
     # "raster" (row by row, as every encoder emits them) or "transposed" (column by column): the order in which the
-    # understanding image's tokens enter the LLM. A diagnostic: the models learn which half of the sequence an icon
-    # sits in (its row, in raster order) and never its column; transposed, that should swap.
+    # understanding image's tokens enter the LLM. A diagnostic: it tests whether what the models learn depends on which
+    # tokens are contiguous in the sequence (on the embedded default it did not: the row is learned either way).
     image_order: str = "raster"
 
     @property
@@ -159,6 +159,14 @@ class AffineDistortion(nn.Module):
         return y if self.strength == 0 else torch.linalg.solve(self.A.T, (y - self.b).T).T
 
 
+def grid_side(tokens: int, what: str) -> int:
+    """The side of a square token grid; `what` names the option that needs one."""
+    side = round(tokens**0.5)
+    if side * side != tokens:
+        raise UnilensError(f"{what} needs a square token grid, got {tokens} tokens")
+    return side
+
+
 class SlotEmbedding(nn.Module):
     """One vector per image-token slot (kind "slot"), or a row vector plus a column vector on the square token grid
     (kind "grid", fewer parameters and shared directions per row and per column). Called, it gives (T, d)."""
@@ -169,9 +177,7 @@ class SlotEmbedding(nn.Module):
         if kind == "slot":
             self.table = nn.Parameter(torch.randn(tokens, d) * 0.02)
             return
-        side = round(tokens**0.5)
-        if side * side != tokens:
-            raise UnilensError(f"image_positions grid needs a square token grid, got {tokens} tokens; use slot")
+        side = grid_side(tokens, "image_positions grid (use slot instead)")
         self.rows = nn.Parameter(torch.randn(side, d) * 0.02)
         self.cols = nn.Parameter(torch.randn(side, d) * 0.02)
 
@@ -243,9 +249,7 @@ class UnifiedVLM(nn.Module):
             return raw
         if self.cfg.image_order != "transposed":
             raise UnilensError(f"image_order must be raster or transposed, got '{self.cfg.image_order}'")
-        side = round(self.und_tokens**0.5)
-        if side * side != self.und_tokens:
-            raise UnilensError(f"image_order transposed needs a square token grid, got {self.und_tokens} tokens")
+        side = grid_side(self.und_tokens, "image_order transposed")
         return raw.reshape(-1, side, side, raw.shape[-1]).transpose(1, 2).reshape(raw.shape)
 
     def gen_embed(self, raw: torch.Tensor) -> torch.Tensor:
