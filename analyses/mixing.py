@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from analyses.plots import plot_mixing_curves, plot_mixing_distortion
+from models.checkpoint import LATER_FIELDS, later_field
 from models.evaluate import CHOICE_ATTRIBUTES, choice_predictions
 from tasks.scoring import bootstrap_ci
 from tasks.world import ATTRIBUTE_VALUES
@@ -53,9 +54,11 @@ def recipe(train_config: dict) -> str:
     preset and distortion are what a comparison varies)."""
     keys = ("dataset", "epochs", "batch_size", "lr_adapters", "lr_llm", "max_steps")
     text = ", ".join(f"{k}={train_config[k]}" for k in keys if k in train_config)
-    positions = train_config.get("model", {}).get("image_positions", False)
-    if positions:  # an architecture change: named only when on, so recipes written before it stay the same
-        text += f", image_positions={positions}"
+    # fields added to the model later change what the model is: named only off their defaults, so recipes written
+    # before they existed stay the same
+    for path, default in LATER_FIELDS.items():
+        if (value := later_field(train_config, path)) != default:
+            text += f", {path[-1]}={value}"
     return text
 
 

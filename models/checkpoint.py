@@ -93,6 +93,11 @@ def _parent(config: dict, path: tuple[str, ...], create: bool) -> dict:
     return config
 
 
+def later_field(config: dict, path: tuple[str, ...]) -> object:
+    """The value of a later field in a run config, its default where the config predates it."""
+    return _parent(config, path, create=False).get(path[-1], LATER_FIELDS[path])
+
+
 def with_later_defaults(config: dict) -> dict:
     """A run config as this version writes it: later fields an older run lacks filled with their defaults."""
     config = json.loads(json.dumps(config))

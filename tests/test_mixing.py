@@ -143,3 +143,5 @@ def test_recipe_names_image_positions_only_when_on():
     assert plain == recipe({**base, "model": {"variant": "sem-sem", "image_positions": False}})
     grid = recipe({**base, "model": {"variant": "sem-sem", "image_positions": "grid"}})
     assert grid != plain and grid.endswith("image_positions=grid")
+    transposed = recipe({**base, "model": {"variant": "sem-sem", "image_order": "transposed"}})
+    assert transposed == plain + ", image_order=transposed"
