@@ -1,0 +1,60 @@
+"""A copy of the embedded dataset whose training records keep only some VQA questions (no captions, no generation):
+the control "does the rest of the training data stop the unified model from learning what a fresh reader learns?".
+Images and test records are unchanged; the cached encoder features are copied under the new dataset's key. With
+--split, every kept question becomes a record of its own (one question per sequence, its attribute in the id).
+
+    python docs/results/2026-11-22/recipe_search/filtered_dataset.py OUT [--split] ATTRIBUTE [ATTRIBUTE ...]
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from unilens.io import sha256_json
+
+source, out = Path("runs/embedded/data"), Path(sys.argv[1])
+split = "--split" in sys.argv[2:]
+keep = set(sys.argv[2:]) - {"--split"}
+IMAGE = "<image>\n"
+records = []
+for line in (source / "train.jsonl").read_text().splitlines():
+    record = json.loads(line)
+    if record["task"] != "vqa":
+        continue
+    turns = [
+        (h, g)
+        for h, g in zip(record["conversations"][::2], record["conversations"][1::2], strict=True)
+        if h.get("attribute") in keep
+    ]
+    if not turns:
+        continue
+    if split:
+        for human, gpt in turns:
+            human = {**human, "value": IMAGE + human["value"].removeprefix(IMAGE)}
+            records.append({**record, "id": f"{record['id']}_{human['attribute']}", "conversations": [human, gpt]})
+        continue
+    convs = []
+    for k, (human, gpt) in enumerate(turns):
+        human = {**human, "value": (IMAGE if k == 0 else "") + human["value"].removeprefix(IMAGE)}
+        convs += [human, gpt]
+    records.append({**record, "conversations": convs})
+tmp = out.with_name(out.name + ".tmp")
+shutil.rmtree(tmp, ignore_errors=True)
+shutil.copytree(source, tmp)
+(tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+manifest = json.loads((source / "manifest.json").read_text())
+old_hash = manifest["content_hash"]
+manifest["content_hash"] = sha256_json({"source": old_hash, "keep": sorted(keep), **({"split": True} if split else {})})
+manifest["derived"] = {
+    "from": str(source),
+    "train_vqa_attributes": sorted(keep),
+    "split": split,
+    "train_records": len(records),
+}
+(tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+shutil.rmtree(out, ignore_errors=True)
+tmp.replace(out)
+for cached in Path("runs/cache").glob(f"{old_hash[:16]}-*"):
+    shutil.copy(cached, cached.with_name(cached.name.replace(old_hash[:16], manifest["content_hash"][:16])))
+print(f"wrote {out}: {len(records)} training records, questions {sorted(keep)}")
