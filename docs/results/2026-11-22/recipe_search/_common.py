@@ -1,13 +1,16 @@
-"""What the checkpoint diagnostics here share: a checkpoint with its dataset, spaces and sequence encoder, and the
-records in collated batches."""
+"""What the diagnostics here share: a checkpoint with its dataset, spaces and sequence encoder, and the records in
+collated batches; the embedded semantic features of the training and test images; the tokens an icon covers."""
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from models.build import build_spaces, load_checkpoint
+from models.build import build_model, build_spaces, load_checkpoint
+from models.presets import FreezeConfig
 from models.sequence import Encoder, collate
+from models.unified import ModelConfig
 from tasks.records import load_dataset
 
 
@@ -36,3 +39,24 @@ def save_rows(name: str, ckpt: str, rows: list[dict]) -> None:
         old = pd.read_csv(out, keep_default_na=False)
         table = pd.concat([old[old.checkpoint != ckpt], table], ignore_index=True)
     table.to_csv(out, index=False)
+
+
+def embedded_features() -> tuple[np.ndarray, list[dict], np.ndarray, list[dict]]:
+    """(features, watches) of the training images, then of the test images: the embedded semantic encoder's cached
+    features (N, tokens, dim), as the default sem-sem model reads them before its own standardisation."""
+    cfg = ModelConfig(variant="sem-sem")
+    built = build_model(cfg, FreezeConfig("adapters"))
+    dataset = load_dataset("runs/embedded/data")
+    und, _ = build_spaces(built, cfg, dataset, "runs/cache")
+    out = []
+    for records in (dataset.train, dataset.test):
+        watches = {r["image"]: r["watch"] for r in records if r.get("image")}
+        out += [np.stack([und.inputs(i).numpy() for i in watches]), list(watches.values())]
+    return tuple(out)
+
+
+def corner_tokens(corner: str, side: int) -> list[int]:
+    """Raster indices of the 2 x 2 tokens an icon in `corner` covers on a side x side token grid."""
+    rows = [0, 1] if corner.startswith("top") else [side - 2, side - 1]
+    cols = [0, 1] if corner.endswith("left") else [side - 2, side - 1]
+    return [r * side + c for r in rows for c in cols]

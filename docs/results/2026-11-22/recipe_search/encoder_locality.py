@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _common import corner_tokens
 from sklearn.linear_model import LogisticRegression
 
 from models.encoders.images import to_tensor
@@ -28,12 +29,6 @@ torch.set_num_threads(2)
 encoder = load_semantic("runs/embedded/semantic")
 dataset = load_dataset("runs/embedded/data")
 side = round(encoder.num_tokens**0.5)
-
-
-def corner_tokens(corner: str) -> list[int]:
-    rows = [0, 1] if corner.startswith("top") else [side - 2, side - 1]
-    cols = [0, 1] if corner.endswith("left") else [side - 2, side - 1]
-    return [r * side + c for r in rows for c in cols]
 
 
 def opposite(corner: str) -> str:
@@ -75,15 +70,15 @@ for layer, (a, b) in enumerate(zip(train_states, test_states, strict=True)):
         return np.stack([x[i, pick(w)].mean(0) for i, w in enumerate(watches)])
 
     tasks["weather | icon's own tokens"] = (
-        at(a, train_watches, lambda w: corner_tokens(w["weather_pos"])),
+        at(a, train_watches, lambda w: corner_tokens(w["weather_pos"], side)),
         weather[0],
-        at(b, test_watches, lambda w: corner_tokens(w["weather_pos"])),
+        at(b, test_watches, lambda w: corner_tokens(w["weather_pos"], side)),
         weather[1],
     )
     tasks["weather | opposite corner's tokens"] = (
-        at(a, train_watches, lambda w: corner_tokens(opposite(w["weather_pos"]))),
+        at(a, train_watches, lambda w: corner_tokens(opposite(w["weather_pos"]), side)),
         weather[0],
-        at(b, test_watches, lambda w: corner_tokens(opposite(w["weather_pos"]))),
+        at(b, test_watches, lambda w: corner_tokens(opposite(w["weather_pos"]), side)),
         weather[1],
     )
     column = tuple([w["weather_pos"].split("-")[1] for w in ws] for ws in (train_watches, test_watches))
@@ -101,9 +96,9 @@ for layer, (a, b) in enumerate(zip(train_states, test_states, strict=True)):
     def iconness(x, watches):
         feats, labels = [], []
         for i, w in enumerate(watches):
-            icon = set(corner_tokens(w["weather_pos"]))
+            icon = set(corner_tokens(w["weather_pos"], side))
             for c in corners:
-                for t in corner_tokens(c):
+                for t in corner_tokens(c, side):
                     feats.append(x[i, t])
                     labels.append(t in icon)
         return np.stack(feats), labels

@@ -1,29 +1,42 @@
 """A copy of the embedded dataset whose training records keep only some VQA questions (no captions, no generation):
 the control "does the rest of the training data stop the unified model from learning what a fresh reader learns?".
 Images and test records are unchanged; the cached encoder features are copied under the new dataset's key. With
---split, every kept question becomes a record of its own (one question per sequence, its attribute in the id).
+--split, every kept question becomes a record of its own (one question per sequence, its attribute in the id). With
+--one-template, every question of an attribute is asked in one wording (the one most often drawn), in the test
+records too, so that the score measures what was learned and not the step to unseen wordings.
 
-    python docs/results/2026-11-22/recipe_search/filtered_dataset.py OUT [--split] ATTRIBUTE [ATTRIBUTE ...]
+    python docs/results/2026-11-22/recipe_search/filtered_dataset.py OUT [--split] [--one-template] ATTRIBUTE ...
 """
 
 import json
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 from unilens.io import sha256_json
 
 source, out = Path("runs/embedded/data"), Path(sys.argv[1])
 split = "--split" in sys.argv[2:]
-keep = set(sys.argv[2:]) - {"--split"}
+one_template = "--one-template" in sys.argv[2:]
+keep = set(sys.argv[2:]) - {"--split", "--one-template"}
 IMAGE = "<image>\n"
+source_records = [json.loads(line) for line in (source / "train.jsonl").read_text().splitlines()]
+wordings = Counter(
+    (h["attribute"], h["value"].removeprefix(IMAGE))
+    for r in source_records
+    if r["task"] == "vqa"
+    for h in r["conversations"][::2]
+)
+canonical = {}
+for (attribute, text), _ in wordings.most_common():
+    canonical.setdefault(attribute, text)
 records = []
-for line in (source / "train.jsonl").read_text().splitlines():
-    record = json.loads(line)
+for record in source_records:
     if record["task"] != "vqa":
         continue
     turns = [
-        (h, g)
+        ({**h, "value": canonical[h["attribute"]]} if one_template else h, g)
         for h, g in zip(record["conversations"][::2], record["conversations"][1::2], strict=True)
         if h.get("attribute") in keep
     ]
@@ -43,13 +56,21 @@ tmp = out.with_name(out.name + ".tmp")
 shutil.rmtree(tmp, ignore_errors=True)
 shutil.copytree(source, tmp)
 (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+if one_template:
+    test = [json.loads(line) for line in (source / "test.jsonl").read_text().splitlines()]
+    for record in test:
+        for human in record["conversations"][::2] if record["task"] == "vqa" else []:
+            prefix = IMAGE if human["value"].startswith(IMAGE) else ""
+            human["value"] = prefix + canonical[human["attribute"]]
+    (tmp / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
 manifest = json.loads((source / "manifest.json").read_text())
 old_hash = manifest["content_hash"]
-manifest["content_hash"] = sha256_json({"source": old_hash, "keep": sorted(keep), **({"split": True} if split else {})})
+options = {**({"split": True} if split else {}), **({"one_template": True} if one_template else {})}
+manifest["content_hash"] = sha256_json({"source": old_hash, "keep": sorted(keep), **options})
 manifest["derived"] = {
     "from": str(source),
     "train_vqa_attributes": sorted(keep),
-    "split": split,
+    **options,
     "train_records": len(records),
 }
 (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))

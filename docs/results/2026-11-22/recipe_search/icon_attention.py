@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 import torch
-from _common import batches, load, save_rows
+from _common import batches, corner_tokens, load, save_rows
 
 from models.sequence import UND_IMAGE
 
@@ -19,12 +19,6 @@ built, dataset, und, gen, enc = load(ckpt)
 model = built.model
 model.base_llm.config._attn_implementation = "eager"  # only eager attention returns its weights
 side = round(und.num_tokens**0.5)
-
-
-def corner_tokens(corner: str) -> list[int]:
-    rows = [0, 1] if corner.startswith("top") else [side - 2, side - 1]
-    cols = [0, 1] if corner.endswith("left") else [side - 2, side - 1]
-    return [r * side + c for r in rows for c in cols]
 
 
 def mirror(corner: str) -> str:
@@ -49,8 +43,8 @@ with torch.no_grad():
                     for layer, att in enumerate(out.attentions):
                         to_image = att[b, :, pos, image]  # (heads, 64)
                         total = to_image.sum(-1).clamp(min=1e-12)
-                        icon = to_image[:, corner_tokens(corner)].sum(-1) / total
-                        other = to_image[:, corner_tokens(mirror(corner))].sum(-1) / total
+                        icon = to_image[:, corner_tokens(corner, side)].sum(-1) / total
+                        other = to_image[:, corner_tokens(mirror(corner), side)].sum(-1) / total
                         for head in range(att.shape[1]):
                             key = (where, layer, head)
                             sums.setdefault(key, []).append((icon[head].item(), other[head].item(), total[head].item()))

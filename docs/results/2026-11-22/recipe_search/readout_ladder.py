@@ -16,40 +16,27 @@ and is scored on the test images every 200 steps. Writes readout_ladder.csv.
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from _common import embedded_features
 from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
-from models.build import build_model, build_spaces
 from models.lm import load_llm
-from models.presets import FreezeConfig
-from models.unified import Adapter, ModelConfig
-from tasks.records import load_dataset
+from models.unified import Adapter
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 1200
 n_layers = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 torch.set_num_threads(2)
-cfg = ModelConfig(variant="sem-sem")
-built = build_model(cfg, FreezeConfig("adapters"))
-dataset = load_dataset("runs/embedded/data")
-und, _ = build_spaces(built, cfg, dataset, "runs/cache")
 _, tokenizer = load_llm("runs/embedded/lm")
 QUESTIONS = {
     "weather": ("What is the weather?", lambda w: w["weather"]),
     "weather corner": ("In which corner is the weather icon?", lambda w: w["weather_pos"]),
 }
 
-
-def split(records):
-    watches = {r["image"]: r["watch"] for r in records if r.get("image")}
-    return torch.from_numpy(np.stack([und.inputs(i).numpy() for i in watches])), list(watches.values())
-
-
-x_train, w_train = split(dataset.train)
-x_test, w_test = split(dataset.test)
+x_train, w_train, x_test, w_test = embedded_features()
+x_train, x_test = torch.from_numpy(x_train), torch.from_numpy(x_test)
 flat = x_train.reshape(-1, x_train.shape[-1])
 mu, sd = flat.mean(0), flat.std(0).clamp(min=1e-4)
 x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd

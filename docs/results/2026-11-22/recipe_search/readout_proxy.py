@@ -11,21 +11,12 @@ Writes readout_proxy.csv.
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
+from _common import embedded_features
 from torch import nn
 
-from models.build import build_model, build_spaces
-from models.presets import FreezeConfig
-from models.unified import ModelConfig
-from tasks.records import load_dataset
-
 torch.set_num_threads(2)
-cfg = ModelConfig(variant="sem-sem")
-built = build_model(cfg, FreezeConfig("adapters"))
-dataset = load_dataset("runs/embedded/data")
-und, _ = build_spaces(built, cfg, dataset, "runs/cache")
 QUESTIONS = {
     "weather": lambda w: w["weather"],
     "weather row": lambda w: w["weather_pos"].split("-")[0],
@@ -33,15 +24,8 @@ QUESTIONS = {
     "battery column": lambda w: w["battery_pos"].split("-")[1],
 }
 
-
-def split(records: list[dict]):
-    watches = {r["image"]: r["watch"] for r in records if r.get("image")}
-    x = torch.from_numpy(np.stack([und.inputs(i).numpy() for i in watches]))
-    return x, list(watches.values())
-
-
-x_train, w_train = split(dataset.train)
-x_test, w_test = split(dataset.test)
+x_train, w_train, x_test, w_test = embedded_features()
+x_train, x_test = torch.from_numpy(x_train), torch.from_numpy(x_test)
 mu, sd = x_train.reshape(-1, x_train.shape[-1]).mean(0), x_train.reshape(-1, x_train.shape[-1]).std(0) + 1e-4
 x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
 classes = {q: sorted({f(w) for w in w_train}) for q, f in QUESTIONS.items()}

@@ -10,30 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _common import embedded_features
 from sklearn.linear_model import LogisticRegression
 
-from models.build import build_model, build_spaces
-from models.presets import FreezeConfig
-from models.unified import ModelConfig
-from tasks.records import load_dataset
-
 torch.set_num_threads(1)
-cfg = ModelConfig(variant="sem-sem")
-built = build_model(cfg, FreezeConfig("adapters"))
-dataset = load_dataset("runs/embedded/data")
-und, _ = build_spaces(built, cfg, dataset, "runs/cache")
-side = round(und.num_tokens**0.5)
+x_train, w_train, x_test, w_test = embedded_features()
+side = round(x_train.shape[1] ** 0.5)
 centre = (side // 2 - 1) * side + side // 2 - 1
 
-
-def features(records: list[dict]) -> tuple[np.ndarray, list[str]]:
-    watches = {r["image"]: r["watch"] for r in records if r.get("image")}
-    x = np.stack([und.inputs(i).numpy() for i in watches])
-    return x, [w["weather_pos"] for w in watches.values()]
-
-
-x_train, y_train = features(dataset.train)
-x_test, y_test = features(dataset.test)
+y_train = [w["weather_pos"] for w in w_train]
+y_test = [w["weather_pos"] for w in w_test]
 pools = {
     "mean": lambda x: x.mean(1),
     "centre_token": lambda x: x[:, centre],
