@@ -84,7 +84,11 @@ def entry_hash(what: str, path: Path) -> str:
 
 # Config fields added after runs had been written, with the value their absence means. Older run folders then still
 # resume, and battery cells keep their content keys while such a field stays at this default.
-LATER_FIELDS: dict[tuple[str, ...], object] = {("model", "image_positions"): False, ("model", "image_order"): "raster"}
+LATER_FIELDS: dict[tuple[str, ...], object] = {
+    ("model", "image_positions"): False,
+    ("model", "image_order"): "raster",
+    ("lr_schedule",): "cosine",
+}
 
 
 def _parent(config: dict, path: tuple[str, ...], create: bool) -> dict:

@@ -49,6 +49,7 @@ class TrainConfig:
     lr_llm: float = 1e-3  # LoRA or full fine-tuning
     weight_decay: float = 0.0
     warmup: float = 0.03
+    lr_schedule: str = "cosine"  # after the warm-up: "cosine" (decay to zero) or "constant"
     max_grad_norm: float = 1.0
     checkpoint_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
     divergence_factor: float = 5.0  # stop when the smoothed loss exceeds this multiple of its start
@@ -66,6 +67,25 @@ def init_distributed(device: str = "auto") -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
         dist.init_process_group(backend)
     return dist.get_world_size(), dist.get_rank()
+
+
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def check_lr_schedule(kind: str) -> None:
+    if kind not in LR_SCHEDULES:
+        raise UnilensError(f"unknown lr_schedule '{kind}'; choose one of {list(LR_SCHEDULES)}")
+
+
+def lr_factor(step: int, total: int, warm: int, kind: str = "cosine") -> float:
+    """The learning rate's multiple at optimizer step `step`: a linear warm-up over `warm` steps, then a cosine
+    decay to zero at `total`, or the full rate to the end ("constant")."""
+    check_lr_schedule(kind)
+    if step < warm:
+        return (step + 1) / warm
+    if kind == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
 def checkpoint_steps(total: int, fractions: list[float]) -> dict[int, float]:
@@ -91,6 +111,7 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True):
+        check_lr_schedule(cfg.lr_schedule)  # before any model is built or folder written
         self.cfg = cfg
         self.progress = progress
         self.out = Path(cfg.out)
@@ -143,14 +164,8 @@ class Trainer:
             groups.append({"params": llm, "lr": self.cfg.lr_llm})
         opt = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay, betas=(0.9, 0.98))
         warm = max(1, round(self.cfg.warmup * self.total_steps))
-        total = self.total_steps
-
-        def schedule(step: int) -> float:  # linear warm-up, cosine decay to zero
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        total, kind = self.total_steps, self.cfg.lr_schedule
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warm, kind))
 
     def resolved_config(self) -> dict:
         return to_dict(self.cfg)

@@ -213,6 +213,39 @@ def test_run_folder_refuses_a_different_config(tiny_train_config):
         Trainer(other, progress=False).train()
 
 
+def test_lr_schedule_constant_holds_the_rate_and_older_run_folders_still_resume(tiny_train_config):
+    import yaml
+
+    from models.train import lr_factor
+
+    assert lr_factor(0, 100, 4) == 0.25 and lr_factor(3, 100, 4) == 1.0  # linear warm-up
+    assert lr_factor(52, 100, 4) == pytest.approx(0.5) and lr_factor(99, 100, 4) < 1e-3  # cosine to zero
+    assert lr_factor(0, 100, 4, "constant") == 0.25 and lr_factor(99, 100, 4, "constant") == 1.0
+    with pytest.raises(UnilensError, match="unknown lr_schedule 'linear'"):
+        Trainer(tiny_train_config("vq-vq", "adapters", name="bad", lr_schedule="linear"), progress=False)
+    rates = {}
+    for kind in ("cosine", "constant"):
+        cfg = tiny_train_config(
+            "vq-vq", "adapters", name=kind, epochs=1.0, checkpoint_fractions=[1.0], lr_schedule=kind
+        )
+        Trainer(cfg, progress=False).train()
+        rates[kind] = [json.loads(x)["lr"] for x in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    assert len(rates["constant"]) > 4
+    assert rates["constant"][-1] == pytest.approx(rates["constant"][len(rates["constant"]) // 2])
+    assert rates["cosine"][-1] < 0.1 * rates["constant"][-1]
+    # a run folder written before lr_schedule existed is the cosine run it was, and is not refused
+    config = Path(tiny_train_config("vq-vq", "adapters", name="cosine").out) / "config.yaml"
+    old = yaml.safe_load(config.read_text())
+    del old["lr_schedule"]
+    config.write_text(yaml.safe_dump(old, sort_keys=False))
+    cfg = tiny_train_config("vq-vq", "adapters", name="cosine", epochs=1.0, checkpoint_fractions=[1.0])
+    Trainer(cfg, progress=False).train()
+    constant = tiny_train_config("vq-vq", "adapters", name="cosine", epochs=1.0, checkpoint_fractions=[1.0])
+    constant.lr_schedule = "constant"
+    with pytest.raises(UnilensError, match="lr_schedule"):
+        Trainer(constant, progress=False).train()
+
+
 def final_state(out: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
