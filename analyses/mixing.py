@@ -54,8 +54,8 @@ def recipe(train_config: dict) -> str:
     preset and distortion are what a comparison varies)."""
     keys = ("dataset", "epochs", "batch_size", "lr_adapters", "lr_llm", "max_steps")
     text = ", ".join(f"{k}={train_config[k]}" for k in keys if k in train_config)
-    # fields added to the model later change what the model is: named only off their defaults, so recipes written
-    # before they existed stay the same
+    # fields added later (to the model, or the rate schedule) change the run: named only off their defaults, so
+    # recipes written before they existed stay the same
     for path, default in LATER_FIELDS.items():
         if (value := later_field(train_config, path)) != default:
             text += f", {path[-1]}={value}"

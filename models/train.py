@@ -57,6 +57,9 @@ class TrainConfig:
     device: str = "auto"
     cache_dir: str = "runs/cache"
 
+    def __post_init__(self) -> None:
+        check_lr_schedule(self.lr_schedule)  # when the config is made, before any model is built or folder written
+
 
 def init_distributed(device: str = "auto") -> tuple[int, int]:
     """(world size, rank) from the launcher's environment (accelerate launch, torchrun); (1, 0) otherwise."""
@@ -111,7 +114,6 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True):
-        check_lr_schedule(cfg.lr_schedule)  # before any model is built or folder written
         self.cfg = cfg
         self.progress = progress
         self.out = Path(cfg.out)

@@ -135,7 +135,7 @@ def test_mixing_refuses_to_pool_runs_of_different_recipes(tmp_path):
         run_mixing(MixingConfig(models=models, out=str(tmp_path / "out")))
 
 
-def test_recipe_names_image_positions_only_when_on():
+def test_recipe_names_later_fields_only_off_their_defaults():
     from analyses.mixing import recipe
 
     base = {"dataset": "d", "epochs": 3.0, "lr_llm": 0.003, "model": {"variant": "sem-sem"}}
@@ -145,3 +145,5 @@ def test_recipe_names_image_positions_only_when_on():
     assert grid != plain and grid.endswith("image_positions=grid")
     transposed = recipe({**base, "model": {"variant": "sem-sem", "image_order": "transposed"}})
     assert transposed == plain + ", image_order=transposed"
+    assert recipe({**base, "lr_schedule": "constant"}) == plain + ", lr_schedule=constant"
+    assert recipe({**base, "lr_schedule": "cosine"}) == plain
