@@ -3,9 +3,12 @@ the control "does the rest of the training data stop the unified model from lear
 Images and test records are unchanged; the cached encoder features are copied under the new dataset's key. With
 --split, every kept question becomes a record of its own (one question per sequence, its attribute in the id). With
 --one-template, every question of an attribute is asked in one wording (the one most often drawn), in the test
-records too, so that the score measures what was learned and not the step to unseen wordings.
+records too, so that the score measures what was learned and not the step to unseen wordings. With --every-image,
+every training image gets one record per named attribute in that one wording, whether or not the world asked it
+(the data a fresh reader in readout_ladder.py trains on); it implies --split and --one-template.
 
-    python docs/results/2026-11-22/recipe_search/filtered_dataset.py OUT [--split] [--one-template] ATTRIBUTE ...
+    python docs/results/2026-11-22/recipe_search/filtered_dataset.py OUT [--split] [--one-template] [--every-image]
+        ATTRIBUTE ...
 """
 
 import json
@@ -14,12 +17,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from tasks.templates import answer
+from tasks.world import Watch
 from unilens.io import sha256_json
 
 source, out = Path("runs/embedded/data"), Path(sys.argv[1])
-split = "--split" in sys.argv[2:]
-one_template = "--one-template" in sys.argv[2:]
-keep = set(sys.argv[2:]) - {"--split", "--one-template"}
+every_image = "--every-image" in sys.argv[2:]
+split = every_image or "--split" in sys.argv[2:]
+one_template = every_image or "--one-template" in sys.argv[2:]
+keep = set(sys.argv[2:]) - {"--split", "--one-template", "--every-image"}
 IMAGE = "<image>\n"
 source_records = [json.loads(line) for line in (source / "train.jsonl").read_text().splitlines()]
 wordings = Counter(
@@ -34,6 +40,13 @@ for (attribute, text), _ in wordings.most_common():
 records = []
 for record in source_records:
     if record["task"] != "vqa":
+        continue
+    if every_image:
+        watch = Watch.from_dict(record["watch"])
+        for attribute in sorted(keep):
+            human = {"from": "human", "value": IMAGE + canonical[attribute], "attribute": attribute}
+            gpt = {"from": "gpt", "value": answer(watch, attribute)}
+            records.append({**record, "id": f"{record['id']}_{attribute}", "conversations": [human, gpt]})
         continue
     turns = [
         ({**h, "value": canonical[h["attribute"]]} if one_template else h, g)
@@ -65,7 +78,11 @@ if one_template:
     (tmp / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
 manifest = json.loads((source / "manifest.json").read_text())
 old_hash = manifest["content_hash"]
-options = {**({"split": True} if split else {}), **({"one_template": True} if one_template else {})}
+options = {
+    **({"split": True} if split else {}),
+    **({"one_template": True} if one_template else {}),
+    **({"every_image": True} if every_image else {}),
+}
 manifest["content_hash"] = sha256_json({"source": old_hash, "keep": sorted(keep), **options})
 manifest["derived"] = {
     "from": str(source),
