@@ -290,6 +290,15 @@ class Evaluator:
         return [ids[j] for j in best]
 
 
+def by_turn(table: pd.DataFrame, task: str) -> list[tuple[str, pd.DataFrame]]:
+    """(task name, rows) for every turn, the first turn (what the paper scores) and the later turns. Why the split:
+    a later question stands further from the image, and a read-out that rides on the relative distance (RoPE) can
+    be right after the image and wrong one turn later (docs/results/2026-11-22, recipe_search)."""
+    parts = [(task, table), (f"{task}_first_turn", table[table["turn"] == 0])]
+    parts.append((f"{task}_later_turns", table[table["turn"] > 0]))
+    return [(name, rows) for name, rows in parts if len(rows)]
+
+
 def summary_table(
     vqa: pd.DataFrame,
     captions: pd.DataFrame,
@@ -302,17 +311,17 @@ def summary_table(
     parts = []
     if choices is not None and len(choices):
         picked = choice_predictions(choices)
-        for by in (["attribute"], ["attribute", "value"]):
-            t = summarize(picked, by, ("choice",), n_boot=n_boot)
-            parts.append(_tidy(t.melt(id_vars=[*by, "n"], var_name="metric_col", value_name="v"), "vqa_choice", by))
+        for task, subset in by_turn(picked, "vqa_choice"):
+            for by in (["attribute"], ["attribute", "value"]):
+                t = summarize(subset, by, ("choice",), n_boot=n_boot)
+                parts.append(_tidy(t.melt(id_vars=[*by, "n"], var_name="metric_col", value_name="v"), task, by))
     if reliance is not None and len(reliance):
         for condition, part in reliance.groupby("condition"):
             t = summarize(part, ["attribute"], ("answer_nll", "exact_tf"), n_boot=n_boot)
             t = t.melt(id_vars=["attribute", "n"], var_name="metric_col", value_name="v")
             parts.append(_tidy(t, f"teacher_forced_{condition}_image", ["attribute"]))
     if len(vqa):
-        first = vqa[vqa["turn"] == 0]
-        for subset, task in ((vqa, "vqa"), (first, "vqa_first_turn")):
+        for task, subset in by_turn(vqa, "vqa"):
             for by in (["attribute"], ["attribute", "value"]):
                 t = summarize(subset, by, ("soft", "exact"), n_boot=n_boot)
                 t = t.melt(id_vars=[*by, "n"], var_name="metric_col", value_name="v")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.build import build_model, build_spaces
-from models.evaluate import EvalConfig, Evaluator, checkpoints_of, run_eval
+from models.evaluate import EvalConfig, Evaluator, checkpoints_of, run_eval, summary_table
 from models.generate import collate_prompts, generate_image_tokens, generation_prompt, greedy_answers, question_prompts
 from models.presets import FreezeConfig
 from models.reader import ReaderConfig, load_reader, train_reader
@@ -82,7 +82,7 @@ def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_embedded, tmp_path)
         log=lambda *_: None,
     )
     assert set(summary["checkpoint"]) == {c.name for c in checkpoints_of(cfg.out, "all")}
-    assert {"vqa", "vqa_first_turn", "caption", "generation"} <= set(summary["task"])
+    assert {"vqa", "vqa_first_turn", "vqa_later_turns", "caption", "generation"} <= set(summary["task"])
     assert {"task", "attribute", "value", "metric", "mean", "lo", "hi", "n", "variant", "preset", "mixture"} <= set(
         summary.columns
     )
@@ -91,6 +91,31 @@ def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_embedded, tmp_path)
     vqa = pd.read_csv(tmp_path / "eval" / "vqa.csv")
     assert vqa["turn"].max() >= 1  # every turn is scored, not only the first
     assert (tmp_path / "eval" / f"grid_{checkpoints_of(cfg.out)[0].name}.png").stat().st_size > 1000
+
+
+def test_summary_splits_first_and_later_turns():
+    """Hand-made multiple-choice scores: every first-turn question answered right, every later one wrong."""
+    rows = []
+    for image in ("a", "b", "c"):
+        for turn, right in ((0, True), (1, False), (2, False)):
+            for candidate in ("top-left", "top-right"):
+                good = (candidate == "top-left") == right
+                rows.append(
+                    {
+                        "image": image,
+                        "attribute": "weather_pos",
+                        "turn": turn,
+                        "value": "top-left",
+                        "candidate": candidate,
+                        "logp": -1.0 if good else -3.0,
+                    }
+                )
+    empty = pd.DataFrame()
+    summary = summary_table(empty, empty, empty, n_boot=50, choices=pd.DataFrame(rows))
+    overall = summary[(summary["value"] == "all") & (summary["metric"] == "choice")].set_index("task")
+    assert overall.loc["vqa_choice_first_turn", "mean"] == 1.0 and overall.loc["vqa_choice_first_turn", "n"] == 3
+    assert overall.loc["vqa_choice_later_turns", "mean"] == 0.0 and overall.loc["vqa_choice_later_turns", "n"] == 6
+    assert overall.loc["vqa_choice", "mean"] == pytest.approx(1 / 3)
 
 
 def test_eval_bad_target(tmp_path):
