@@ -31,13 +31,17 @@ def batches(records: list[dict], size: int, enc: Encoder, und, gen):
         yield chunk, seqs, collate(seqs, und, gen, enc.pad_id)
 
 
-def save_rows(name: str, ckpt: str, rows: list[dict]) -> None:
-    """Replace this checkpoint's rows in the table `name` beside these scripts (other checkpoints' rows stay)."""
+def save_rows(name: str, ckpt: str, rows: list[dict], match: dict | None = None) -> None:
+    """Replace this checkpoint's rows in the table `name` beside these scripts (other checkpoints' rows stay); with
+    `match`, only its rows that also hold these column values."""
     out = Path(__file__).with_name(name)
     table = pd.DataFrame(rows)
     if out.is_file():
         old = pd.read_csv(out, keep_default_na=False)
-        table = pd.concat([old[old.checkpoint != ckpt], table], ignore_index=True)
+        mine = old.checkpoint == ckpt
+        for column, value in (match or {}).items():
+            mine &= old[column].astype(str) == str(value)
+        table = pd.concat([old[~mine], table], ignore_index=True)
     table.to_csv(out, index=False)
 
 

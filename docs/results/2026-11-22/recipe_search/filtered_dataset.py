@@ -5,13 +5,16 @@ Images and test records are unchanged; the cached encoder features are copied un
 --one-template, every question of an attribute is asked in one wording (the one most often drawn), in the test
 records too, so that the score measures what was learned and not the step to unseen wordings. With --every-image,
 every training image gets one record per named attribute in that one wording, whether or not the world asked it
-(the data a fresh reader in readout_ladder.py trains on); it implies --split and --one-template.
+(the data a fresh reader in readout_ladder.py trains on); it implies --split and --one-template. With --two-turns,
+every training image instead gets one record asking all the named attributes, one per turn, in a seeded random
+order: the same questions as --every-image, at varying distances from the image.
 
-    python docs/results/2026-11-22/recipe_search/filtered_dataset.py OUT [--split] [--one-template] [--every-image]
-        ATTRIBUTE ...
+    python docs/results/2026-11-22/recipe_search/filtered_dataset.py OUT [--split] [--one-template]
+        [--every-image | --two-turns] ATTRIBUTE ...
 """
 
 import json
+import random
 import shutil
 import sys
 from collections import Counter
@@ -23,9 +26,11 @@ from unilens.io import sha256_json
 
 source, out = Path("runs/embedded/data"), Path(sys.argv[1])
 every_image = "--every-image" in sys.argv[2:]
+two_turns = "--two-turns" in sys.argv[2:]
 split = every_image or "--split" in sys.argv[2:]
-one_template = every_image or "--one-template" in sys.argv[2:]
-keep = set(sys.argv[2:]) - {"--split", "--one-template", "--every-image"}
+one_template = every_image or two_turns or "--one-template" in sys.argv[2:]
+keep = set(sys.argv[2:]) - {"--split", "--one-template", "--every-image", "--two-turns"}
+order = random.Random(0)
 IMAGE = "<image>\n"
 source_records = [json.loads(line) for line in (source / "train.jsonl").read_text().splitlines()]
 wordings = Counter(
@@ -47,6 +52,17 @@ for record in source_records:
             human = {"from": "human", "value": IMAGE + canonical[attribute], "attribute": attribute}
             gpt = {"from": "gpt", "value": answer(watch, attribute)}
             records.append({**record, "id": f"{record['id']}_{attribute}", "conversations": [human, gpt]})
+        continue
+    if two_turns:
+        watch = Watch.from_dict(record["watch"])
+        convs = []
+        for k, attribute in enumerate(order.sample(sorted(keep), len(keep))):
+            text = (IMAGE if k == 0 else "") + canonical[attribute]
+            convs += [
+                {"from": "human", "value": text, "attribute": attribute},
+                {"from": "gpt", "value": answer(watch, attribute)},
+            ]
+        records.append({**record, "conversations": convs})
         continue
     turns = [
         ({**h, "value": canonical[h["attribute"]]} if one_template else h, g)
@@ -82,6 +98,7 @@ options = {
     **({"split": True} if split else {}),
     **({"one_template": True} if one_template else {}),
     **({"every_image": True} if every_image else {}),
+    **({"two_turns": True} if two_turns else {}),
 }
 manifest["content_hash"] = sha256_json({"source": old_hash, "keep": sorted(keep), **options})
 manifest["derived"] = {
