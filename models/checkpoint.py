@@ -88,6 +88,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("model", "image_positions"): False,
     ("model", "image_order"): "raster",
     ("lr_schedule",): "cosine",
+    ("precision",): "auto",
 }
 
 

@@ -1,10 +1,14 @@
-"""Device and precision choice in one place: CUDA with bf16 autocast when present, else CPU fp32."""
+"""Device and precision choice in one place: CUDA with bf16 autocast when present, else CPU fp32 unless asked."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
+
+from unilens.errors import UnilensError
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -13,7 +17,20 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise UnilensError(f"unknown precision '{precision}'; choose one of {list(PRECISIONS)}")
+
+
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """auto: bf16 on CUDA, fp32 on CPU. bf16 on CPU is opt-in: CPUs with AMX (Sapphire Rapids and later) run its
+    matmuls several times faster than fp32, older ones emulate it slowly (bench/train_speed.py measures both)."""
+    check_precision(precision)
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """Weights stay fp32; matmuls run in bf16 where `uses_bf16`."""
+    if uses_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

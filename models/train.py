@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from models.build import Built, build_model, build_spaces, dependencies
 from models.checkpoint import compare_configs, load_trainable, save_checkpoint, with_later_defaults
-from models.device import autocast, pick_device
+from models.device import autocast, check_precision, pick_device
 from models.presets import FreezeConfig, parameter_table
 from models.sequence import Encoder, collate
 from models.unified import ModelConfig
@@ -55,10 +55,14 @@ class TrainConfig:
     divergence_factor: float = 5.0  # stop when the smoothed loss exceeds this multiple of its start
     seed: int = 0
     device: str = "auto"
+    # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16" asks for autocast on CPU too (AMX CPUs); "fp32" never
+    precision: str = "auto"
     cache_dir: str = "runs/cache"
 
     def __post_init__(self) -> None:
-        check_lr_schedule(self.lr_schedule)  # when the config is made, before any model is built or folder written
+        # checked when the config is made, before any model is built or folder written
+        check_lr_schedule(self.lr_schedule)
+        check_precision(self.precision)
 
 
 def init_distributed(device: str = "auto") -> tuple[int, int]:
@@ -296,7 +300,7 @@ class Trainer:
             counts = self._reduce(
                 torch.stack([(batch.labels != -100).sum(), batch.gen_predict_mask.sum()]).float().to(self.device)
             )
-            with autocast(self.device):
+            with autocast(self.device, self.cfg.precision):
                 out = self.model(batch, text_norm=counts[0].clamp(min=1), image_norm=counts[1].clamp(min=1))
             loss = out["loss"]
             parts = self._reduce(torch.stack([loss.detach(), out["text_loss"], out["image_loss"]]).float())

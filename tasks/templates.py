@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.world import Watch
+from unilens.errors import UnilensError
 
 IMAGE_TOKEN = "<image>"
 
@@ -136,9 +137,20 @@ def vqa_attributes(rng: np.random.Generator) -> list[str]:
     return turns
 
 
-def vqa_conversation(watch: Watch, rng: np.random.Generator) -> list[dict]:
+VQA_TURNS = ("paper", "all")
+
+
+def all_attributes(rng: np.random.Generator) -> list[str]:
+    """Every attribute asked once, in a random order: five questions per record instead of the paper's 1.9."""
+    return [ALL_ATTRIBUTES[i] for i in rng.permutation(len(ALL_ATTRIBUTES))]
+
+
+def vqa_conversation(watch: Watch, rng: np.random.Generator, turns: str = "paper") -> list[dict]:
+    """A VQA record: the paper's turn layout (`vqa_attributes`), or every attribute once ("all")."""
+    if turns not in VQA_TURNS:
+        raise UnilensError(f"unknown vqa_turns '{turns}'; choose one of {list(VQA_TURNS)}")
     conv = []
-    for i, attr in enumerate(vqa_attributes(rng)):
+    for i, attr in enumerate(vqa_attributes(rng) if turns == "paper" else all_attributes(rng)):
         q = _pick(rng, QUESTIONS[attr])
         conv.append({"from": "human", "value": f"{IMAGE_TOKEN}\n{q}" if i == 0 else q, "attribute": attr})
         conv.append({"from": "gpt", "value": answer(watch, attr)})

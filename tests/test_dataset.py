@@ -66,6 +66,32 @@ def test_records_are_llava_format_and_answers_match_the_watch(tmp_path):
         assert value == f"{w['hour']:02d}:{w['minute']:02d}:{w['second']:02d}"
 
 
+def test_vqa_turns_all_asks_every_attribute_once_in_training_and_leaves_test_as_the_paper(tmp_path):
+    paper = load_dataset(make_dataset(tiny(), tmp_path / "p", progress=False))
+    dense = load_dataset(make_dataset(tiny(vqa_turns="all"), tmp_path / "d", progress=False))
+    orders = set()
+    for rec in dense.train:
+        if rec["task"] != "vqa":
+            continue
+        asked = [t["attribute"] for t in rec["conversations"][::2]]
+        assert sorted(asked) == sorted(["weather", "time", "battery", "weather_pos", "battery_pos"])
+        for q, a in zip(rec["conversations"][::2], rec["conversations"][1::2], strict=True):
+            key = "time_str" if q["attribute"] == "time" else q["attribute"]
+            if key == "time_str":
+                w = rec["watch"]
+                assert a["value"] == f"{w['hour']:02d}:{w['minute']:02d}:{w['second']:02d}"
+            elif key == "battery":
+                assert a["value"] == f"{rec['watch']['battery']}%"
+            else:
+                assert a["value"] == rec["watch"][key]
+        orders.add(tuple(asked))
+    assert len(orders) > 10  # the order is drawn per record, so no answer sits at a fixed distance from the image
+    # the images, the test records, captions and generation prompts do not depend on the training layout
+    for name in ("images.npy", "test.jsonl"):
+        assert (paper.folder / name).read_bytes() == (dense.folder / name).read_bytes(), name
+    assert [r for r in paper.train if r["task"] != "vqa"] == [r for r in dense.train if r["task"] != "vqa"]
+
+
 def test_llava_json_reads_through_the_same_reader(tmp_path):
     rows = [
         {
@@ -153,6 +179,7 @@ BAD_CONFIGS = {
     ),
     "unknown key": ("n_imagez: 10\n", "unknown key"),
     "impossible split": ("n_images: 10\nn_test_images: 5\ncontact_sheet_images: 24\n", "impossible split"),
+    "unknown vqa_turns": ("n_images: 10\nvqa_turns: every\n", "vqa_turns"),
     "shared but biased": ("n_images: 10\nund_frequencies: {weather: {sunny: 1.0}}\n", "share_images: false"),
 }
 

@@ -246,6 +246,31 @@ def test_lr_schedule_constant_holds_the_rate_and_older_run_folders_still_resume(
         Trainer(constant, progress=False).train()
 
 
+def test_bf16_precision_autocasts_on_cpu_and_trains_like_fp32(tiny_train_config):
+    from models.device import autocast, uses_bf16
+
+    cpu = torch.device("cpu")
+    assert not uses_bf16(cpu) and uses_bf16(cpu, "bf16") and uses_bf16(torch.device("cuda"))
+    assert not uses_bf16(torch.device("cuda"), "fp32")
+    with autocast(cpu, "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast(cpu):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with pytest.raises(UnilensError, match="unknown precision 'fp16'"):
+        tiny_train_config("vq-vq", "adapters", name="bad", precision="fp16")
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        cfg = tiny_train_config(
+            "sem-sem", "lora", name=precision, epochs=1.0, checkpoint_fractions=[1.0], precision=precision
+        )
+        Trainer(cfg, progress=False).train()
+        losses[precision] = [json.loads(x)["loss"] for x in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+        assert all(torch.isfinite(torch.tensor(losses[precision])))
+    # the same data order and start: bf16 matmuls move the first loss by rounding only
+    assert losses["bf16"][0] == pytest.approx(losses["fp32"][0], rel=0.02)
+    assert losses["bf16"][-1] < losses["bf16"][0]
+
+
 def final_state(out: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
