@@ -106,7 +106,8 @@ def main() -> None:
         t16 = results["cached, bf16 autocast"]
         peak16 = matmul_peak(device, args.matmul, dtype=torch.bfloat16)
         print(f"  bf16 matmul peak ({args.matmul}^3): {peak16 / 1e9:8.1f} GFLOP/s ({peak16 / peak:.2f}x fp32)")
-        print(f"  bf16 autocast: {t / t16:.2f}x the fp32 step rate; MFU {flops_per_step / t16 / peak16:.1%} of bf16 peak")
+        mfu16 = flops_per_step / t16 / peak16
+        print(f"  bf16 autocast: {t / t16:.2f}x the fp32 step rate; MFU {mfu16:.1%} of the bf16 matmul peak")
 
 
 if __name__ == "__main__":
