@@ -101,6 +101,7 @@ def generate_image_tokens(
             vec = gen_space.codebook.to(head.device)[code]
             next_in = model.gen_embed(vec)
         else:
+            head = model.at_target_scale(head)
             outs.append(model.gen_output_to_space(head))
             next_in = model.gen_in(head)  # the head predicts the (distorted) space the adapter reads
         if t + 1 < num_tokens:

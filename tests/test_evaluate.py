@@ -39,6 +39,10 @@ def test_kv_cache_decoding_equals_recomputing(trained_runs, variant):
         assert a.dtype == torch.long and torch.equal(a, b)
     else:
         assert a.shape == (4, gen.num_tokens, gen.dim) and torch.allclose(a, b, atol=1e-4)
+        # every generated token carries a target's norm in the head's space, whatever norm the head drifted to
+        norms = built.model.gen_target(a).norm(dim=-1)
+        assert built.model.target_norm() == pytest.approx(gen.dim**0.5)
+        assert torch.allclose(norms, torch.full_like(norms, gen.dim**0.5), rtol=1e-3)
 
 
 def test_left_padding_does_not_change_answers(trained_runs):

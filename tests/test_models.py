@@ -124,6 +124,11 @@ def test_affine_distortion_is_invertible_and_frozen():
     assert scales.min() >= 0.5 - 1e-5 and scales.max() <= 1.5 + 1e-5
     assert torch.equal(AffineDistortion(16, 0.5, 3).A, d.A)  # seeded
     assert torch.equal(AffineDistortion(16, 0.0, 3)(x), x)
+    white = torch.randn(200_000, 16, generator=torch.Generator().manual_seed(0))
+    for strength in (0.0, 0.5):
+        rms = AffineDistortion(16, strength, 3)(white).pow(2).sum(-1).mean().sqrt().item()
+        assert AffineDistortion(16, strength, 3).output_rms() == pytest.approx(rms, rel=0.01)
+    assert AffineDistortion(16, 0.0, 3).output_rms() == pytest.approx(4.0)
     with pytest.raises(UnilensError):
         AffineDistortion(4, 1.0, 0)
 
