@@ -23,8 +23,9 @@ def check_precision(precision: str) -> None:
 
 
 def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
-    """auto: bf16 on CUDA, fp32 on CPU. bf16 on CPU is opt-in: CPUs with AMX (Sapphire Rapids and later) run its
-    matmuls several times faster than fp32, older ones emulate it slowly (bench/train_speed.py measures both)."""
+    """auto: bf16 on CUDA, fp32 on CPU. bf16 on CPU is opt-in: on an AMX CPU its large matmuls ran 2.9-3.3x faster
+    than fp32, but a d_model-256 training step only 1.05-1.31x (bench/RESULTS.md); CPUs without bf16 instructions
+    may be slower. bench/train_speed.py measures both on the machine at hand."""
     check_precision(precision)
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
