@@ -75,15 +75,10 @@ def test_vqa_turns_all_asks_every_attribute_once_in_training_and_leaves_test_as_
             continue
         asked = [t["attribute"] for t in rec["conversations"][::2]]
         assert sorted(asked) == sorted(["weather", "time", "battery", "weather_pos", "battery_pos"])
+        w = rec["watch"]
+        written = {"time": f"{w['hour']:02d}:{w['minute']:02d}:{w['second']:02d}", "battery": f"{w['battery']}%"}
         for q, a in zip(rec["conversations"][::2], rec["conversations"][1::2], strict=True):
-            key = "time_str" if q["attribute"] == "time" else q["attribute"]
-            if key == "time_str":
-                w = rec["watch"]
-                assert a["value"] == f"{w['hour']:02d}:{w['minute']:02d}:{w['second']:02d}"
-            elif key == "battery":
-                assert a["value"] == f"{rec['watch']['battery']}%"
-            else:
-                assert a["value"] == rec["watch"][key]
+            assert a["value"] == written.get(q["attribute"], w.get(q["attribute"]))
         orders.add(tuple(asked))
     assert len(orders) > 10  # the order is drawn per record, so no answer sits at a fixed distance from the image
     # the images, the test records, captions and generation prompts do not depend on the training layout
