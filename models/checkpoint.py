@@ -87,6 +87,7 @@ def entry_hash(what: str, path: Path) -> str:
 LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("model", "image_positions"): False,
     ("model", "image_order"): "raster",
+    ("model", "gen_input_corruption"): 0.0,
     ("lr_schedule",): "cosine",
     ("precision",): "auto",
 }

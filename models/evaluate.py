@@ -151,6 +151,40 @@ class Evaluator:
         return pd.DataFrame(rows)
 
     @torch.no_grad()
+    def prompt_reliance(self) -> pd.DataFrame:
+        """Does generation follow its prompt? The teacher-forced image loss of every generated token (cross-entropy
+        for VQ codes, 1 - cosine for features), with each image under its own prompt and under another record's
+        prompt (a fixed derangement). Equal losses mean the model learned the images' distribution, not the
+        prompt's: it then draws one image whatever it is asked. One row per image x token slot x condition."""
+        records = _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
+        seqs = [self.gen_encoder.record(r) for r in records]
+        n = len(seqs)
+        if n < 2:
+            return pd.DataFrame()
+        swap = [(i + 1) % n for i in range(n)]
+        tokens = self.gen_space.num_tokens
+        rows = []
+        for condition, source in (("true", list(range(n))), ("swapped", swap)):
+            for lo in range(0, n, self.cfg.batch_size):
+                idx = list(range(lo, min(n, lo + self.cfg.batch_size)))
+                batch = collate([seqs[i] for i in idx], self.und_space, self.gen_space, self.encoder.pad_id)
+                image_of = [seqs[source[i]].image for i in idx]  # the images stay; the prompts move
+                batch.gen_inputs = torch.cat([self.gen_space.inputs(image) for image in image_of])
+                batch.gen_targets = torch.cat([self.gen_space.targets(image) for image in image_of])
+                batch = batch.to(self.device)
+                out = self.model.gen_head(self.model.hidden(batch)[batch.gen_predict_mask]).float()
+                if self.gen_space.kind == "vq":
+                    loss = torch.nn.functional.cross_entropy(out, batch.gen_targets, reduction="none")
+                else:
+                    target = self.model.gen_target(batch.gen_targets.float())
+                    loss = 1 - torch.nn.functional.cosine_similarity(out, target, dim=-1)
+                loss = loss.view(len(idx), tokens).cpu().numpy()
+                for j, image in enumerate(image_of):
+                    for slot in range(tokens):
+                        rows.append({"image": image, "slot": slot, "condition": condition, "image_loss": loss[j, slot]})
+        return pd.DataFrame(rows)
+
+    @torch.no_grad()
     def choices(self, attributes: tuple[str, ...] = CHOICE_ATTRIBUTES) -> pd.DataFrame:
         """Multiple-choice scoring: the log-probability of every possible answer to each categorical question.
         Unlike greedy decoding it shows whether the model ranks an unseen value above another one even when a
@@ -306,9 +340,20 @@ def summary_table(
     n_boot: int,
     reliance: pd.DataFrame | None = None,
     choices: pd.DataFrame | None = None,
+    prompt: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Tidy rows: task x attribute x value x metric with mean and bootstrap CI (images resampled)."""
     parts = []
+    if prompt is not None and len(prompt):
+        per_image = prompt_gain(prompt).assign(attribute="image")
+        t = summarize(per_image, ["attribute"], ("true", "swapped", "gain"), n_boot=n_boot)
+        parts.append(
+            _tidy(
+                t.melt(id_vars=["attribute", "n"], var_name="metric_col", value_name="v"),
+                "prompt_reliance",
+                ["attribute"],
+            )
+        )
     if choices is not None and len(choices):
         picked = choice_predictions(choices)
         for task, subset in by_turn(picked, "vqa_choice"):
@@ -355,6 +400,13 @@ def summary_table(
             )
         )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def prompt_gain(prompt: pd.DataFrame) -> pd.DataFrame:
+    """Per image: its mean image loss under its own prompt (`true`), under another's (`swapped`), and the
+    difference (`gain`, > 0 when the prompt informs the image)."""
+    wide = prompt.pivot_table(index="image", columns="condition", values="image_loss", aggfunc="mean")
+    return wide.assign(gain=wide["swapped"] - wide["true"]).reset_index()[["image", "true", "swapped", "gain"]]
 
 
 def choice_predictions(choices: pd.DataFrame, among: dict[str, list[str]] | None = None) -> pd.DataFrame:
@@ -461,7 +513,15 @@ def run_eval(
     )
     out.mkdir(parents=True, exist_ok=True)
     reader = load_reader(reader_dir) if reader_dir else None
-    tables = {"vqa": [], "choices": [], "image_reliance": [], "captions": [], "generation": [], "summary": []}
+    tables = {
+        "vqa": [],
+        "choices": [],
+        "image_reliance": [],
+        "prompt_reliance": [],
+        "captions": [],
+        "generation": [],
+        "summary": [],
+    }
     for ckpt in ckpts:
         built, manifest = load_checkpoint(ckpt)
         dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
@@ -478,6 +538,7 @@ def run_eval(
         }
         vqa = ev.vqa()
         reliance = ev.image_reliance()
+        prompt = ev.prompt_reliance() if cfg.generation else pd.DataFrame()
         choices = ev.choices()
         caps = ev.captions() if cfg.captions else pd.DataFrame()
         gen = pd.DataFrame()
@@ -485,7 +546,7 @@ def run_eval(
             probes = FeatureProbes(ev.gen_space, dataset) if ev.gen_space.kind == "semantic" else None
             gen, generated = ev.generation(reader, probes)
             ev.grid(generated, out / f"grid_{ckpt.name}.png", cfg.grid_images)
-        summary = summary_table(vqa, caps, gen, cfg.n_boot, reliance, choices)
+        summary = summary_table(vqa, caps, gen, cfg.n_boot, reliance, choices, prompt)
         if cfg.fid_weights and cfg.generation and generated["pixels"] is not None:
             from models.fid import fid, load_feature_net
 
@@ -500,6 +561,7 @@ def run_eval(
             ("vqa", vqa),
             ("choices", choices),
             ("image_reliance", reliance),
+            ("prompt_reliance", prompt),
             ("captions", caps),
             ("generation", gen),
             ("summary", summary),

@@ -282,3 +282,29 @@ def test_train_split_scores_training_images_into_its_own_folder(trained_runs, tm
     assert not (run / "eval").exists()  # the test scores are never overwritten
     with pytest.raises(UnilensError, match="choose test or train"):
         run_eval(run, None, EvalConfig(split="val"), None)
+
+
+def test_prompt_reliance_scores_the_training_loss_and_moves_prompts_not_images(loaded_vq_run, trained_runs):
+    """Under its own prompt, each image's mean token loss is the training forward's image loss; under another
+    record's prompt the same images are scored (the prompts move, the images stay) and the losses change."""
+    from models.evaluate import prompt_gain
+
+    built, dataset, und, gen = loaded_vq_run
+    ev = Evaluator(built, dataset, trained_runs["vq-vq"].cache_dir, EvalConfig(limit=6, batch_size=4))
+    table = ev.prompt_reliance()
+    true, swapped = (table[table.condition == c] for c in ("true", "swapped"))
+    assert len(true) == len(swapped) == 6 * gen.num_tokens
+    assert sorted(set(true.image)) == sorted(set(swapped.image))
+    records = [r for r in dataset.test if r["task"] == "generation"][:6]
+    enc = Encoder(built.tokenizer, gen.num_tokens)
+    from models.sequence import collate
+
+    batch = collate([enc.record(r) for r in records], und, gen, enc.pad_id)
+    with torch.no_grad():
+        image_loss = built.model.eval()(batch)["image_loss"].item()
+    assert true.image_loss.mean() == pytest.approx(image_loss, rel=1e-4)
+    per_image = prompt_gain(table)
+    assert len(per_image) == 6 and (per_image["gain"] != 0).any()
+    assert np.allclose(per_image["gain"], per_image["swapped"] - per_image["true"])
+    summary = summary_table(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), 50, prompt=table)
+    assert set(summary["metric"]) == {"true", "swapped", "gain"} and set(summary["task"]) == {"prompt_reliance"}

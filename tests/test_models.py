@@ -515,3 +515,37 @@ def test_config_scalars_are_checked_and_yaml_exponents_read_as_numbers(tmp_path)
         path.write_text(bad + "\n")
         with pytest.raises(UnilensError, match=field):
             load_config(TrainConfig, path)
+
+
+def test_gen_input_corruption_replaces_training_inputs_only(tiny_train_config):
+    """In training mode about the asked fraction of generated-image inputs become other tokens of the batch, the
+    targets untouched; in eval mode (decoding, scoring) nothing changes. A rate outside [0, 1) is refused."""
+    from models.sequence import GEN_IMAGE
+    from models.unified import corrupt_rows
+
+    x = torch.randn(4000, 8)
+    torch.manual_seed(0)
+    y = corrupt_rows(x, 0.3)
+    changed = (y != x).any(-1).float().mean().item()
+    assert 0.27 < changed < 0.33  # a donor can be the row itself (1/4000)
+    exact = "donot_use_mm_for_euclid_dist"
+    assert torch.cdist(y[(y != x).any(-1)], x, compute_mode=exact).min(-1).values.max() == 0  # real tokens only
+
+    cfg = tiny_train_config("vq-vq", "adapters", epochs=0.5)
+    cfg.model.gen_input_corruption = 0.5
+    trainer = Trainer(cfg, progress=False)
+    model, records = trainer.model, [r for r in trainer.records if r["task"] == "generation"][:4]
+    enc = Encoder(trainer.built.tokenizer, trainer.gen_space.num_tokens)
+    batch = collate([enc.record(r) for r in records], trainer.und_space, trainer.gen_space, enc.pad_id)
+    targets = batch.gen_targets.clone()
+    model.eval()
+    assert torch.equal(model.embed(batch), model.embed(batch))
+    clean = model.embed(batch)
+    model.train()
+    noisy = model.embed(batch)
+    gen_rows = batch.kind == GEN_IMAGE
+    moved = (noisy[gen_rows] != clean[gen_rows]).any(-1).float().mean().item()
+    assert 0.3 < moved < 0.7
+    assert torch.equal(noisy[~gen_rows], clean[~gen_rows]) and torch.equal(batch.gen_targets, targets)
+    with pytest.raises(UnilensError, match="gen_input_corruption"):
+        ModelConfig(gen_input_corruption=1.0)
