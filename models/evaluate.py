@@ -18,7 +18,14 @@ from PIL import Image, ImageDraw
 
 from models.build import Built, build_spaces
 from models.encoders.images import to_uint8
-from models.generate import collate_prompts, generate_image_tokens, generation_prompt, greedy_answers, question_prompts
+from models.generate import (
+    collate_prompts,
+    generate_image_tokens,
+    generation_prompt,
+    greedy_answers,
+    question_prompts,
+    unconditional_prompts,
+)
 from models.presets import manifest_preset
 from models.reader import AttributeReader, labels_of
 from models.sequence import Encoder, collate
@@ -50,6 +57,7 @@ class EvalConfig:
     n_boot: int = 1000
     grid_images: int = 8
     fid_weights: str = ""  # a local TorchScript Inception: adds FID of VQ generations against the test images
+    guidance: float = 1.0  # classifier-free guidance scale for generation (1: none; needs gen_prompt_dropout)
 
     def __post_init__(self) -> None:
         if self.split not in ("test", "train"):
@@ -234,11 +242,25 @@ class Evaluator:
         return pd.DataFrame(rows)
 
     def generate(self, records: list[dict]) -> torch.Tensor:
+        guidance = self.cfg.guidance
+        if guidance != 1.0 and self.model.cfg.gen_prompt_dropout <= 0:
+            raise UnilensError(
+                f"--guidance {guidance} needs a model trained with gen_prompt_dropout > 0 (under model: in its "
+                "training config): this one never saw a request without attributes, so it has no unconditional "
+                "image distribution to guide against. Retrain with e.g. gen_prompt_dropout: 0.1, or use guidance 1"
+            )
         outs = []
         for chunk in _batches(records, self.cfg.batch_size):
             seqs = [generation_prompt(self.gen_encoder, r) for r in chunk]
             batch = collate_prompts(seqs, self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
-            outs.append(generate_image_tokens(self.model, batch, self.gen_space.num_tokens, self.gen_space).cpu())
+            free = None
+            if guidance != 1.0:
+                plain = unconditional_prompts(self.gen_encoder, chunk)
+                free = collate_prompts(plain, self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
+            tokens = generate_image_tokens(
+                self.model, batch, self.gen_space.num_tokens, self.gen_space, guidance=guidance, unconditional=free
+            )
+            outs.append(tokens.cpu())
         return torch.cat(outs)
 
     def generation(self, reader: AttributeReader | None, feature_probes=None) -> tuple[pd.DataFrame, dict]:
@@ -535,6 +557,7 @@ def run_eval(
             "mixture": arm_label(manifest["arm"]),
             "seed": manifest["config"]["seed"],
             "split": cfg.split,
+            "guidance": cfg.guidance,
         }
         vqa = ev.vqa()
         reliance = ev.image_reliance()

@@ -12,6 +12,8 @@ import torch
 
 from models.sequence import GEN_IMAGE, Batch, Encoder, Sequence, collate
 from models.unified import UnifiedVLM, positions
+from tasks.templates import unconditional
+from unilens.errors import UnilensError
 
 
 @dataclass
@@ -84,13 +86,26 @@ def generate_image_tokens(
     temperature: float = 0.0,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    guidance: float = 1.0,
+    unconditional: Batch | None = None,
 ) -> torch.Tensor:
     """From prompts ending in <boi>, predict `num_tokens` image tokens: codes (B, T) for VQ, features (B, T, D)
-    in the encoder's own (undistorted) space for semantic outputs."""
+    in the encoder's own (undistorted) space for semantic outputs.
+
+    Classifier-free guidance: with `guidance` s != 1 and `unconditional` (the same rows' prompts naming no
+    attribute), each step's head output is u + s (c - u), c under the prompt and u without it (logits for VQ, the
+    regression output for features); both streams are then fed the chosen token. s = 1 is plain decoding."""
+    guided = guidance != 1.0
+    if guided and unconditional is None:
+        raise UnilensError("guidance != 1 needs the unconditional prompts (models.generate.unconditional_prompts)")
     prefix = start(model, batch, use_cache)
+    free = start(model, unconditional, use_cache) if guided else None
     outs = []
     for t in range(num_tokens):
         head = model.gen_head(prefix.last_hidden).float()
+        if guided:
+            plain = model.gen_head(free.last_hidden).float()
+            head = plain + guidance * (head - plain)
         if model.gen_space == "vq":
             if temperature > 0:
                 probs = torch.softmax(head / temperature, dim=-1)
@@ -105,8 +120,10 @@ def generate_image_tokens(
             outs.append(model.gen_output_to_space(head))
             next_in = model.gen_in(head)  # the head predicts the (distorted) space the adapter reads
         if t + 1 < num_tokens:
-            next_in = model.with_slots(next_in, "gen", slot=t)
-            prefix = step(model, prefix, next_in.to(prefix.emb.dtype), use_cache)
+            next_in = model.with_slots(next_in, "gen", slot=t).to(prefix.emb.dtype)
+            prefix = step(model, prefix, next_in, use_cache)
+            if guided:
+                free = step(model, free, next_in, use_cache)
     return torch.stack(outs, dim=1)
 
 
@@ -114,6 +131,11 @@ def generation_prompt(encoder: Encoder, record: dict) -> Sequence:
     """<bos> USER: prompt ASSISTANT: phrase <boi>: everything before the first image token."""
     seq = encoder.record(record)
     return seq.prefix(seq.kind.index(GEN_IMAGE), "generate", with_image=False)
+
+
+def unconditional_prompts(encoder: Encoder, records: list[dict]) -> list[Sequence]:
+    """The generation prompts of `records` with requests that name no attribute (for classifier-free guidance)."""
+    return [generation_prompt(encoder, unconditional(r)) for r in records]
 
 
 def question_prompts(encoder: Encoder, record: dict) -> list[tuple[Sequence, str, int]]:

@@ -25,10 +25,11 @@ from models.build import Built, build_model, build_spaces, dependencies
 from models.checkpoint import compare_configs, load_trainable, save_checkpoint, with_later_defaults
 from models.device import autocast, check_precision, pick_device
 from models.presets import FreezeConfig, parameter_table
-from models.sequence import Encoder, collate
+from models.sequence import Encoder, Sequence, collate
 from models.unified import ModelConfig
 from tasks.records import load_dataset
 from tasks.splits import ArmConfig, select_arm
+from tasks.templates import unconditional
 from unilens.config import to_dict
 from unilens.errors import UnilensError
 from unilens.io import atomic_write_json, atomic_write_text
@@ -144,6 +145,12 @@ class Trainer:
         self.sequences = [
             (self.encoder_gen if r["task"] == "generation" else self.encoder).record(r) for r in self.records
         ]
+        # the same records with a request that names no attribute, for gen_prompt_dropout
+        self.unconditional = {
+            i: self.encoder_gen.record(unconditional(r))
+            for i, r in enumerate(self.records)
+            if r["task"] == "generation" and cfg.model.gen_prompt_dropout > 0
+        }
         self.total_steps = max(1, math.ceil(cfg.epochs * len(self.sequences) / cfg.batch_size))
         self.ckpt_steps = checkpoint_steps(self.total_steps, cfg.checkpoint_fractions)
         self.optimizer, self.scheduler = self._optimizer()
@@ -269,6 +276,18 @@ class Trainer:
                 p.grad = torch.zeros_like(p)
             self._reduce(p.grad)
 
+    def step_sequences(self, step: int) -> list[Sequence]:
+        """This process's sequences of optimizer step `step`. Prompt dropout is drawn over the global batch from
+        (seed, step), so a resumed run and any number of processes see the same sequences."""
+        idx = batch_indices(step, len(self.sequences), self.cfg.batch_size, self.cfg.seed)
+        rate = self.cfg.model.gen_prompt_dropout
+        dropped = np.random.default_rng([self.cfg.seed, step, 1]).random(len(idx)) < rate
+        chosen = [
+            self.unconditional.get(i, self.sequences[i]) if d else self.sequences[i]
+            for i, d in zip(idx, dropped, strict=True)
+        ]
+        return chosen[self.rank :: self.world]
+
     def train(self, until_step: int | None = None) -> dict:
         """Train to the end, or stop after `until_step` (a later call resumes from the last checkpoint).
         Under `accelerate launch` / torchrun every process takes its slice of each global batch; gradients are
@@ -293,8 +312,7 @@ class Trainer:
         )
         t0 = time.time()
         for step in bar:
-            idx = batch_indices(step, len(self.sequences), self.cfg.batch_size, self.cfg.seed)[self.rank :: self.world]
-            batch = collate([self.sequences[i] for i in idx], self.und_space, self.gen_space, self.encoder.pad_id).to(
+            batch = collate(self.step_sequences(step), self.und_space, self.gen_space, self.encoder.pad_id).to(
                 self.device
             )
             counts = self._reduce(

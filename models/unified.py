@@ -47,13 +47,19 @@ class ModelConfig:
     # (generation loss under another record's prompt within 0.007 nats of its own, vq-vq; docs/results/2026-12-02).
     # Corrupted context makes the prompt worth attending to. Decoding never corrupts.
     gen_input_corruption: float = 0.0
+    # During training, this fraction of generation records (drawn anew each step) gets a request that names no
+    # attribute (tasks.templates.unconditional). Why: classifier-free guidance at decoding (`unilens eval
+    # --guidance`) needs the model's image distribution without a prompt to contrast the prompted one with.
+    gen_prompt_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.gen_input_corruption < 1.0:
-            raise UnilensError(
-                f"gen_input_corruption must be in [0, 1), got {self.gen_input_corruption}: it is the fraction of "
-                "generated-image input tokens replaced during training (0 turns it off)"
-            )
+        for name, what in (
+            ("gen_input_corruption", "generated-image input tokens replaced during training"),
+            ("gen_prompt_dropout", "generation records trained without their prompt"),
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise UnilensError(f"{name} must be in [0, 1), got {value}: it is the fraction of {what} (0: off)")
 
     @property
     def position_kind(self) -> str:

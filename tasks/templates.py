@@ -101,6 +101,7 @@ GEN_REQUESTS = (
     "Show me a smart watch",
 )
 GEN_ANSWERS = ("Here is the smart watch.", "Sure, here it is.", "Here is the image.")
+UNCONDITIONAL_REQUEST = "Draw a smart watch."
 
 
 def answer(watch: Watch, attribute: str) -> str:
@@ -178,6 +179,13 @@ def generation_conversation(watch: Watch, rng: np.random.Generator) -> list[dict
         {"from": "human", "value": prompt, "attributes": attrs},
         {"from": "gpt", "value": f"{_pick(rng, GEN_ANSWERS)} {IMAGE_TOKEN}"},
     ]
+
+
+def unconditional(record: dict) -> dict:
+    """A generation record whose request names no attribute (its answer and image kept): the prompt that
+    classifier-free guidance contrasts each real prompt with, and that `gen_prompt_dropout` trains on."""
+    human, gpt = record["conversations"][:2]
+    return {**record, "conversations": [{**human, "value": UNCONDITIONAL_REQUEST, "attributes": []}, gpt]}
 
 
 def text_corpus(watch: Watch, rng: np.random.Generator) -> list[str]:

@@ -308,3 +308,43 @@ def test_prompt_reliance_scores_the_training_loss_and_moves_prompts_not_images(l
     assert np.allclose(per_image["gain"], per_image["swapped"] - per_image["true"])
     summary = summary_table(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), 50, prompt=table)
     assert set(summary["metric"]) == {"true", "swapped", "gain"} and set(summary["task"]) == {"prompt_reliance"}
+
+
+@pytest.mark.parametrize("variant", ["vq-vq", "sem-sem"])
+def test_classifier_free_guidance_combines_the_two_streams(trained_runs, variant):
+    """Guidance 1 is plain decoding; guidance 0 is plain decoding of the attribute-free prompts (the prompt's stream
+    is fed but weighs nothing); a guided run decodes the same with and without the KV cache."""
+    from models.build import load_checkpoint
+    from models.generate import unconditional_prompts
+
+    cfg = trained_runs[variant]
+    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
+    dataset = load_dataset(cfg.dataset)
+    und, gen = build_spaces(built, cfg.model, dataset, cfg.cache_dir)
+    enc = Encoder(built.tokenizer, gen.num_tokens)
+    records = [r for r in dataset.test if r["task"] == "generation"][:4]
+    cond = collate_prompts([generation_prompt(enc, r) for r in records], und, gen, enc.pad_id)
+    free = collate_prompts(unconditional_prompts(enc, records), und, gen, enc.pad_id)
+    model, n = built.model.eval(), gen.num_tokens
+
+    def same(a, b):
+        return torch.equal(a, b) if a.dtype == torch.long else torch.allclose(a, b, atol=1e-4)
+
+    plain = generate_image_tokens(model, cond, n, gen)
+    assert same(generate_image_tokens(model, cond, n, gen, guidance=1.0, unconditional=free), plain)
+    assert same(
+        generate_image_tokens(model, cond, n, gen, guidance=0.0, unconditional=free),
+        generate_image_tokens(model, free, n, gen),
+    )
+    guided = generate_image_tokens(model, cond, n, gen, guidance=3.0, unconditional=free)
+    assert same(guided, generate_image_tokens(model, cond, n, gen, guidance=3.0, unconditional=free, use_cache=False))
+    assert not same(guided, plain)
+    with pytest.raises(UnilensError, match="unconditional"):
+        generate_image_tokens(model, cond, n, gen, guidance=3.0)
+
+
+def test_guidance_is_refused_for_a_model_trained_without_prompt_dropout(loaded_vq_run, trained_runs):
+    built, dataset, _und, _gen = loaded_vq_run
+    ev = Evaluator(built, dataset, trained_runs["vq-vq"].cache_dir, EvalConfig(limit=2, guidance=3.0))
+    with pytest.raises(UnilensError, match="gen_prompt_dropout"):
+        ev.generation(None)

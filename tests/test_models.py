@@ -15,7 +15,7 @@ import yaml
 from models.build import build_model, load_checkpoint
 from models.presets import FreezeConfig, parameter_table
 from models.sequence import Encoder, collate
-from models.train import TrainConfig, Trainer
+from models.train import TrainConfig, Trainer, batch_indices
 from models.unified import AffineDistortion, ModelConfig
 from tasks.records import load_dataset
 from unilens.config import to_dict
@@ -549,3 +549,37 @@ def test_gen_input_corruption_replaces_training_inputs_only(tiny_train_config):
     assert torch.equal(noisy[~gen_rows], clean[~gen_rows]) and torch.equal(batch.gen_targets, targets)
     with pytest.raises(UnilensError, match="gen_input_corruption"):
         ModelConfig(gen_input_corruption=1.0)
+
+
+def test_gen_prompt_dropout_swaps_generation_prompts_per_step_reproducibly(tiny_train_config):
+    """About the asked fraction of generation records in a step carry the attribute-free request; the draw is a
+    function of (seed, step), understanding records never change, and rate 0 leaves every batch as it was."""
+    from tasks.templates import UNCONDITIONAL_REQUEST
+
+    cfg = tiny_train_config("vq-vq", "adapters", epochs=2.0)
+    cfg.model.gen_prompt_dropout = 0.5
+    trainer = Trainer(cfg, progress=False)
+    request = trainer.encoder_gen.text(UNCONDITIONAL_REQUEST)
+    dropped = kept = 0
+    for step in range(trainer.total_steps):
+        seqs = trainer.step_sequences(step)
+        assert [s.ids for s in seqs] == [s.ids for s in trainer.step_sequences(step)]
+        plain = [trainer.sequences[i] for i in batch_indices(step, len(trainer.sequences), cfg.batch_size, cfg.seed)]
+        for seq, original in zip(seqs, plain, strict=True):
+            assert seq.image == original.image
+            if original.context == "understand":
+                assert seq is original
+            elif seq is original:
+                kept += 1
+            else:
+                dropped += 1
+                assert contains(seq.ids, request) and not contains(original.ids, request)
+    assert dropped + kept > 40 and 0.3 < dropped / (dropped + kept) < 0.7
+    cfg0 = tiny_train_config("vq-vq", "adapters", epochs=2.0, name="no-dropout")
+    trainer0 = Trainer(cfg0, progress=False)
+    idx = batch_indices(3, len(trainer0.sequences), cfg0.batch_size, cfg0.seed)
+    assert trainer0.step_sequences(3) == [trainer0.sequences[i] for i in idx] and not trainer0.unconditional
+
+
+def contains(ids: list[int], part: list[int]) -> bool:
+    return any(ids[i : i + len(part)] == part for i in range(len(ids) - len(part) + 1))

@@ -115,6 +115,7 @@ def _eval(args: argparse.Namespace) -> None:
         captions=not args.no_captions,
         generation=not args.no_generation,
         fid_weights=args.fid_weights or "",
+        guidance=args.guidance,
     )
     run_eval(args.target, args.out, cfg, args.reader, which=args.checkpoints)
 
@@ -284,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--no-captions", action="store_true")
     ev.add_argument("--no-generation", action="store_true")
+    ev.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance scale for generation (1: none; the model needs gen_prompt_dropout)",
+    )
     ev.add_argument("--fid-weights", default=None, help="local TorchScript Inception file: adds FID (VQ generations)")
     ev.set_defaults(func=_eval)
 
