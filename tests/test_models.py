@@ -283,11 +283,16 @@ def final_state(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(last / "trainable.safetensors"))
 
 
-def test_resume_after_interruption_matches_uninterrupted(tiny_train_config):
+@pytest.mark.parametrize("generation_noise", [False, True])
+def test_resume_after_interruption_matches_uninterrupted(tiny_train_config, generation_noise):
+    """Bit for bit, also with corrupted teacher forcing and prompt dropout (both random, both drawn anew)."""
     kw = dict(epochs=1.0, checkpoint_fractions=[0.5, 1.0])
     full = tiny_train_config("vq-vq", "lora", name="full", **kw)
-    Trainer(full, progress=False).train()
     part = tiny_train_config("vq-vq", "lora", name="part", **kw)
+    for cfg in (full, part):
+        cfg.model.gen_input_corruption = 0.3 if generation_noise else 0.0
+        cfg.model.gen_prompt_dropout = 0.2 if generation_noise else 0.0
+    Trainer(full, progress=False).train()
     trainer = Trainer(part, progress=False)
     half = min(trainer.ckpt_steps)
     # a crash after the first checkpoint: training stops there, and one stray log line was written past it
