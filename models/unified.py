@@ -42,11 +42,10 @@ class ModelConfig:
     # tokens are contiguous in the sequence (on the embedded default it did not: the row is learned either way).
     image_order: str = "raster"
     # During training, this fraction of the generated image's input tokens (teacher forcing) is replaced by another
-    # token of the batch; the targets stay. Why: with every earlier true token given, the next one is mostly
-    # predictable from its neighbours, and the dense runs learned the images' distribution without their prompts
-    # (vq-vq's generation loss under another record's prompt 0.003 [-0.002, 0.007] nats above its own; with 0.5,
-    # 0.021 [0.013, 0.028] on generation data alone; docs/results/2026-12-02).
-    # Corrupted context makes the prompt worth attending to. Decoding never corrupts.
+    # token of the batch; the targets stay; decoding never corrupts. Why offered: with every earlier true token given,
+    # most of an image is predictable from its neighbours, leaving the prompt little of the loss. Measured on the
+    # dense vq-vq generation data (docs/results/2026-12-02): 0.5 made the prompt count earlier in one 625-step run,
+    # but over 1875 steps the uncorrupted control followed its prompts as well or better, so it is not needed there.
     gen_input_corruption: float = 0.0
     # During training, this fraction of generation records (drawn anew each step) gets a request that names no
     # attribute (tasks.templates.unconditional). Why: classifier-free guidance at decoding (`unilens eval
