@@ -87,15 +87,19 @@ def trained_runs(tmp_path_factory, tiny_embedded):
     return runs
 
 
-@pytest.fixture(scope="session")
-def loaded_vq_run(trained_runs):
-    """The toy vq-vq LoRA run reloaded from its last checkpoint: (built, dataset, und_space, gen_space)."""
+def reload_run(cfg):
+    """A trained run reloaded from its last checkpoint: (built, dataset, und_space, gen_space)."""
     from models.build import build_spaces, load_checkpoint
     from models.evaluate import checkpoints_of
     from tasks.records import load_dataset
 
-    cfg = trained_runs["vq-vq"]
     built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
     dataset = load_dataset(cfg.dataset)
     und, gen = build_spaces(built, built.model.cfg, dataset, cfg.cache_dir)
     return built, dataset, und, gen
+
+
+@pytest.fixture(scope="session")
+def loaded_vq_run(trained_runs):
+    """The toy vq-vq LoRA run reloaded from its last checkpoint: (built, dataset, und_space, gen_space)."""
+    return reload_run(trained_runs["vq-vq"])

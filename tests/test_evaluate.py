@@ -17,12 +17,9 @@ from unilens.errors import UnilensError
 
 @pytest.mark.parametrize("variant", ["vq-vq", "sem-sem"])
 def test_kv_cache_decoding_equals_recomputing(trained_runs, variant):
-    cfg = trained_runs[variant]
-    from models.build import load_checkpoint
+    from conftest import reload_run
 
-    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
-    dataset = load_dataset(cfg.dataset)
-    und, gen = build_spaces(built, cfg.model, dataset, cfg.cache_dir)
+    built, dataset, und, gen = reload_run(trained_runs[variant])
     enc = Encoder(built.tokenizer, und.num_tokens)
     vqa = [r for r in dataset.test if r["task"] == "vqa"][:6]
     prompts = [question_prompts(enc, r)[0][0] for r in vqa]
@@ -314,13 +311,11 @@ def test_prompt_reliance_scores_the_training_loss_and_moves_prompts_not_images(l
 def test_classifier_free_guidance_combines_the_two_streams(trained_runs, variant):
     """Guidance 1 is plain decoding; guidance 0 is plain decoding of the attribute-free prompts (the prompt's stream
     is fed but weighs nothing); a guided run decodes the same with and without the KV cache."""
-    from models.build import load_checkpoint
+    from conftest import reload_run
+
     from models.generate import unconditional_prompts
 
-    cfg = trained_runs[variant]
-    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
-    dataset = load_dataset(cfg.dataset)
-    und, gen = build_spaces(built, cfg.model, dataset, cfg.cache_dir)
+    built, dataset, und, gen = reload_run(trained_runs[variant])
     enc = Encoder(built.tokenizer, gen.num_tokens)
     records = [r for r in dataset.test if r["task"] == "generation"][:4]
     cond = collate_prompts([generation_prompt(enc, r) for r in records], und, gen, enc.pad_id)
