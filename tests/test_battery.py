@@ -187,7 +187,15 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
     assert slots and all(c.config.model.image_positions for c in slots)
     assert not {c.key for c in slots} & {c.key for c in plain}
     # a cell keyed before the later fields existed keeps its key while they are at their defaults
-    later = {"image_positions", "image_order", "lr_schedule", "precision", "gen_input_corruption", "gen_prompt_dropout"}
+    later = {
+        "image_positions",
+        "image_order",
+        "lr_schedule",
+        "precision",
+        "gen_input_corruption",
+        "gen_prompt_dropout",
+        "repeats",
+    }
     assert {path[-1] for path in LATER_FIELDS} == later
     for cell in plain:
         resolved = to_dict(cell.config)
@@ -204,6 +212,7 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         assert with_later_defaults(resolved)["precision"] == "auto"
         assert with_later_defaults(resolved)["model"]["gen_input_corruption"] == 0.0
         assert with_later_defaults(resolved)["model"]["gen_prompt_dropout"] == 0.0
+        assert with_later_defaults(resolved)["arm"]["repeats"] == {}
     with pytest.raises(UnilensError, match="set by the grid itself"):
         cells_of(load_battery(_battery(tiny_embedded, tmp_path, model={"variant": "vq-vq"})))
     with pytest.raises(UnilensError, match="unknown key"):

@@ -1,6 +1,7 @@
 """Dataset folders: determinism, manifests, split frequencies, arms, bad input."""
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,29 @@ def test_ratio_disjoint_and_arms(tmp_path):
     uses = np.bincount([int(r["image"].split("_")[1]) for r in matched])
     uses = uses[uses > 0]
     assert uses.min() >= 2 and uses.max() <= 3  # 160 / 60: every record two or three times, none favoured
+
+
+def test_repeats_weight_the_mixture_per_task(tmp_path):
+    ds = load_dataset(make_dataset(tiny(n_images=40), tmp_path / "r", progress=False))
+    base = Counter(r["task"] for r in select_arm(ds.train, ArmConfig("mixed")))
+    heavy = select_arm(ds.train, ArmConfig("mixed", repeats={"generation": 3, "vqa": 2}))
+    assert Counter(r["task"] for r in heavy) == {
+        "vqa": 2 * base["vqa"],
+        "caption": base["caption"],
+        "generation": 3 * base["generation"],
+    }
+    # every generation record three times, none favoured
+    assert set(Counter(id(r) for r in heavy if r["task"] == "generation").values()) == {3}
+    # the step-matched control matches the weighted mixed arm
+    matched = select_arm(ds.train, ArmConfig("gen-only", step_matched=True, repeats={"generation": 3, "vqa": 2}))
+    assert len(matched) == len(heavy)
+    for bad, message in (
+        ({"captions": 2}, "unknown task 'captions'"),
+        ({"vqa": 0}, "at least 1"),
+        ({"vqa": 1.5}, "whole number"),
+    ):
+        with pytest.raises(UnilensError, match=message):
+            select_arm(ds.train, ArmConfig("mixed", repeats=bad))
 
 
 def test_disjoint_pools_share_no_image(tmp_path):
