@@ -52,6 +52,7 @@ class EvalConfig:
     max_caption_tokens: int = 96
     limit: int = 0  # evaluate only the first N test images (0: all)
     split: str = "test"  # "train" scores training images: their gap to the test images measures memorisation
+    understanding: bool = True  # VQA (greedy, multiple choice, image reliance) and captions
     captions: bool = True
     generation: bool = True
     n_boot: int = 1000
@@ -62,6 +63,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.split not in ("test", "train"):
             raise UnilensError(f"unknown evaluation split '{self.split}': choose test or train")
+        if not self.understanding and not self.generation:
+            raise UnilensError("nothing to evaluate: understanding and generation are both switched off; keep one")
 
 
 def _batches(items: list, size: int):
@@ -559,11 +562,12 @@ def run_eval(
             "split": cfg.split,
             "guidance": cfg.guidance,
         }
-        vqa = ev.vqa()
-        reliance = ev.image_reliance()
+        understand = cfg.understanding
+        vqa = ev.vqa() if understand else pd.DataFrame()
+        reliance = ev.image_reliance() if understand else pd.DataFrame()
         prompt = ev.prompt_reliance() if cfg.generation else pd.DataFrame()
-        choices = ev.choices()
-        caps = ev.captions() if cfg.captions else pd.DataFrame()
+        choices = ev.choices() if understand else pd.DataFrame()
+        caps = ev.captions() if understand and cfg.captions else pd.DataFrame()
         gen = pd.DataFrame()
         if cfg.generation:
             probes = FeatureProbes(ev.gen_space, dataset) if ev.gen_space.kind == "semantic" else None

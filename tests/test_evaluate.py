@@ -343,3 +343,19 @@ def test_guidance_is_refused_for_a_model_trained_without_prompt_dropout(loaded_v
     ev = Evaluator(built, dataset, trained_runs["vq-vq"].cache_dir, EvalConfig(limit=2, guidance=3.0))
     with pytest.raises(UnilensError, match="gen_prompt_dropout"):
         ev.generation(None)
+
+
+def test_no_understanding_scores_generation_alone(trained_runs, tmp_path):
+    """`unilens eval --no-understanding`: the generation half (prompt reliance, read-back, grid) of a
+    generation-only run, without the VQA and caption passes; switching both halves off is refused."""
+    from unilens.cli import main
+
+    run = trained_runs["vq-vq"].out
+    main(["eval", str(run), "--out", str(tmp_path / "eval"), "--limit", "4", "--no-understanding"])
+    written = {p.name for p in (tmp_path / "eval").iterdir()}
+    assert {"prompt_reliance.csv", "generation.csv", "summary.csv"} <= written
+    assert not written & {"vqa.csv", "choices.csv", "captions.csv", "image_reliance.csv"}
+    tasks = set(pd.read_csv(tmp_path / "eval" / "summary.csv")["task"])
+    assert "prompt_reliance" in tasks and not any(t.startswith(("vqa", "caption", "teacher")) for t in tasks)
+    with pytest.raises(UnilensError, match="nothing to evaluate"):
+        EvalConfig(understanding=False, generation=False)

@@ -112,6 +112,7 @@ def _eval(args: argparse.Namespace) -> None:
     cfg = EvalConfig(
         limit=args.limit,
         split=args.split,
+        understanding=not args.no_understanding,
         captions=not args.no_captions,
         generation=not args.no_generation,
         fid_weights=args.fid_weights or "",
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--split", choices=["test", "train"], default="test", help="train: score training images (memorisation)"
     )
+    ev.add_argument("--no-understanding", action="store_true", help="skip VQA and captions (generation-only runs)")
     ev.add_argument("--no-captions", action="store_true")
     ev.add_argument("--no-generation", action="store_true")
     ev.add_argument(
