@@ -44,7 +44,7 @@ def eval_section(run: Path) -> str:
     s = s[s["step"] == s["step"].max()] if "step" in s else s
     keep = s[(s["value"] == "all") & s["task"].isin(["vqa", "vqa_choice", "generation"])]
     answers = []
-    for r in keep[keep["metric"].isin(["exact", "choice", "correct"])].itertuples():
+    for r in keep[keep["metric"].isin(["exact", "choice", "correct", "ceiling"])].itertuples():
         answers.append(f"{r.task} {r.attribute} {r.metric}: {r.mean:.3f} [{r.lo:.3f}, {r.hi:.3f}] (n={r.n})")
     rel = s[s["task"].str.startswith("teacher_forced") & (s["metric"] == "answer_nll")]
     if len(rel):

@@ -267,18 +267,26 @@ class Evaluator:
         return torch.cat(outs)
 
     def generation(self, reader: AttributeReader | None, feature_probes=None) -> tuple[pd.DataFrame, dict]:
-        """Per prompted attribute: did the generated image show it? Also returns the generated tokens."""
+        """Per prompted attribute: did the generated image show it? Also returns the generated tokens.
+
+        `ceiling` scores the same attribute read from the generation space's own rendering of the true image (the
+        VQ tokenizer's reconstruction, or the ground-truth features): the most a generator could score in this
+        space, so a miss can be put on the model or on the tokenizer."""
         records = _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
         tokens = self.generate(records)
+        truth = torch.stack([self.gen_space.targets(r["image"]) for r in records])
+        reconstructed = None
         if self.gen_space.kind == "vq":
             vq = self.built.encoders["vq"]
             pixels = np.concatenate([to_uint8(vq.decode(t)) for t in torch.split(tokens, 64)])
+            reconstructed = np.concatenate([to_uint8(vq.decode(t)) for t in torch.split(truth, 64)])
             read = reader.read(pixels) if reader is not None else None
+            ceiling = reader.read(reconstructed) if reader is not None else None
             cos = None
         else:
             pixels = None
             read = feature_probes.predict(tokens.numpy()) if feature_probes is not None else None
-            truth = torch.stack([self.gen_space.targets(r["image"]) for r in records])
+            ceiling = feature_probes.predict(truth.numpy()) if feature_probes is not None else None
             # in the standardised space: raw features share a large mean that would make any output look close
             norm, dev = self.model.norm_out, self.model.norm_out.mean.device
             cos = torch.nn.functional.cosine_similarity(norm(tokens.to(dev)), norm(truth.to(dev)), dim=-1)
@@ -294,18 +302,23 @@ class Evaluator:
                         "attribute": head,
                         "value": str(labels[head]),
                         "correct": float(read[head][i] == labels[head]) if read is not None else np.nan,
+                        "ceiling": float(ceiling[head][i] == labels[head]) if ceiling is not None else np.nan,
                     }
                     if cos is not None:
                         row["cosine"] = float(cos[i])
                     rows.append(row)
-        return pd.DataFrame(rows), {"records": records, "tokens": tokens, "pixels": pixels}
+        generated = {"records": records, "tokens": tokens, "pixels": pixels, "reconstructed": reconstructed}
+        return pd.DataFrame(rows), generated
 
     def grid(self, generated: dict, path: str | Path, n: int) -> None:
-        """Prompt, ground truth and generation side by side for a person to look at."""
+        """Prompt, ground truth, (VQ) the tokenizer's reconstruction of the truth, and the generation side by side
+        for a person to look at: what the tokenizer cannot draw, no generator in its space can."""
         records = generated["records"][:n]
         size = self.dataset.image_size
         cell = max(size, 160)
-        sheet = Image.new("RGB", (3 * cell, len(records) * (size + 4)), "white")
+        reconstructed = generated.get("reconstructed")
+        columns = 3 if reconstructed is None else 4
+        sheet = Image.new("RGB", (columns * cell, len(records) * (size + 4)), "white")
         draw = ImageDraw.Draw(sheet)
         # features have no pixels: show each generation by the training image whose features are nearest
         nearest = self.nearest_training_images(generated["tokens"][:n]) if generated["pixels"] is None else None
@@ -321,8 +334,11 @@ class Evaluator:
             lines.append(line)
             draw.multiline_text((2, y + 2), "\n".join(lines[:9]), fill="black", spacing=1)
             sheet.paste(Image.fromarray(self.dataset.images[rec["image"]]), (cell, y))
+            if reconstructed is not None:
+                sheet.paste(Image.fromarray(reconstructed[i]), (2 * cell, y))
+                draw.text((2 * cell + 2, y + 2), "tokenizer", fill="gray")
             if generated["pixels"] is not None:
-                sheet.paste(Image.fromarray(generated["pixels"][i]), (2 * cell, y))
+                sheet.paste(Image.fromarray(generated["pixels"][i]), ((columns - 1) * cell, y))
             else:
                 sheet.paste(Image.fromarray(self.dataset.images[nearest[i]]), (2 * cell, y))
                 draw.text((2 * cell + 2, y + 2), "nearest train", fill="gray")
@@ -408,8 +424,9 @@ def summary_table(
             )
         )
     if len(gen) and gen["correct"].notna().any():
+        scored = ("correct", "ceiling") if "ceiling" in gen and gen["ceiling"].notna().any() else ("correct",)
         for by in (["attribute"], ["attribute", "value"]):
-            t = summarize(gen, by, ("correct",), n_boot=n_boot).melt(
+            t = summarize(gen, by, scored, n_boot=n_boot).melt(
                 id_vars=[*by, "n"], var_name="metric_col", value_name="v"
             )
             parts.append(_tidy(t, "generation", by))

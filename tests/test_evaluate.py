@@ -359,3 +359,29 @@ def test_no_understanding_scores_generation_alone(trained_runs, tmp_path):
     assert "prompt_reliance" in tasks and not any(t.startswith(("vqa", "caption", "teacher")) for t in tasks)
     with pytest.raises(UnilensError, match="nothing to evaluate"):
         EvalConfig(understanding=False, generation=False)
+
+
+def test_generation_ceiling_is_the_score_of_the_true_images_tokens(trained_runs, tiny_embedded, tmp_path):
+    """A generator that emitted each true image's own VQ codes would score exactly the ceiling, row for row; the
+    grid gains the tokenizer's reconstruction as a fourth column."""
+    from PIL import Image
+
+    from models.build import load_checkpoint
+
+    cfg = trained_runs["vq-vq"]
+    dataset = load_dataset(cfg.dataset)
+    train_reader(ReaderConfig(image_size=32, steps=30), dataset, tmp_path / "reader", progress=False)
+    reader = load_reader(tmp_path / "reader")
+    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
+    ev = Evaluator(built, dataset, cfg.cache_dir, EvalConfig(limit=6))
+    table, generated = ev.generation(reader)
+    assert set(table["ceiling"]) <= {0.0, 1.0} and set(table["correct"]) <= {0.0, 1.0}
+    ev.generate = lambda records: torch.stack([ev.gen_space.targets(r["image"]) for r in records])
+    perfect, copied = ev.generation(reader)
+    assert (perfect["correct"] == perfect["ceiling"]).all()
+    assert (perfect["ceiling"] == table["ceiling"]).all()  # the ceiling does not depend on what was generated
+    assert np.array_equal(copied["pixels"], copied["reconstructed"])
+    ev.grid(generated, tmp_path / "grid.png", 3)
+    assert Image.open(tmp_path / "grid.png").width == 4 * max(dataset.image_size, 160)
+    summary = summary_table(pd.DataFrame(), pd.DataFrame(), table, n_boot=20)
+    assert {"correct", "ceiling"} <= set(summary[summary["task"] == "generation"]["metric"])
