@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -140,3 +141,34 @@ def train_reader(cfg: ReaderConfig, dataset: WorldDataset, out: str | Path, prog
     }
     reader.save_pretrained(out, report)
     return report
+
+
+@torch.no_grad()
+def reconstruct(vq, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """uint8 images through a VQ tokenizer and back: what any generator in its code space can at best draw."""
+    from models.encoders.images import to_uint8
+
+    parts = [to_uint8(vq.decode(vq.codes(to_tensor(images[i : i + batch])))) for i in range(0, len(images), batch)]
+    return np.concatenate(parts)
+
+
+def tokenizer_ceiling(reader: AttributeReader, vq, dataset: WorldDataset) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per test image and attribute: is it read right from the image itself (`truth`) and from the tokenizer's
+    reconstruction of it (`reconstruction`)? An attribute read from the images but not from their
+    reconstructions is one the tokenizer drops: no VQ model built on it can draw it, and its understanding input
+    does not show it either. Also returns the reconstructions."""
+    images, labels = _images_and_labels(dataset, dataset.test)
+    ids = list(dict.fromkeys(r["image"] for r in dataset.test))
+    recon = reconstruct(vq, images)
+    on_truth, on_recon = reader.read(images), reader.read(recon)
+    rows = [
+        {
+            "image": image,
+            "attribute": name,
+            "truth": float(on_truth[name][i] == labels[name][i]),
+            "reconstruction": float(on_recon[name][i] == labels[name][i]),
+        }
+        for name in HEADS
+        for i, image in enumerate(ids)
+    ]
+    return pd.DataFrame(rows), recon

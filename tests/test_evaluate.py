@@ -385,3 +385,41 @@ def test_generation_ceiling_is_the_score_of_the_true_images_tokens(trained_runs,
     assert Image.open(tmp_path / "grid.png").width == 4 * max(dataset.image_size, 160)
     summary = summary_table(pd.DataFrame(), pd.DataFrame(), table, n_boot=20)
     assert {"correct", "ceiling"} <= set(summary[summary["task"] == "generation"]["metric"])
+
+
+def test_tokenizer_ceiling_reads_the_images_and_their_reconstructions(tiny_embedded, tmp_path, capsys):
+    """`truth` is the reader's reading of the test images; a lossless tokenizer's reconstructions score the same;
+    `unilens reader ceiling` writes the tables and refuses a tokenizer of another image size."""
+    from models.encoders.vq import VQVAE, VQConfig, VQEncoder, load_vq
+    from models.reader import labels_of, tokenizer_ceiling
+    from tasks.world import Watch
+    from unilens.cli import main
+
+    dataset = load_dataset(tiny_embedded / "data")
+    train_reader(ReaderConfig(image_size=32, steps=30), dataset, tmp_path / "reader", progress=False)
+    reader = load_reader(tmp_path / "reader")
+    rows, recon = tokenizer_ceiling(reader, load_vq(tiny_embedded / "vq"), dataset)
+    watches = {r["image"]: Watch.from_dict(r["watch"]) for r in dataset.test}
+    assert recon.shape == (len(watches), 32, 32, 3) and recon.dtype == np.uint8
+    read = reader.read(np.stack([dataset.images[i] for i in watches]))
+    for head in ("weather", "hour"):
+        right = [read[head][k] == labels_of(w)[head] for k, w in enumerate(watches.values())]
+        assert rows[rows["attribute"] == head]["truth"].mean() == pytest.approx(np.mean(right))
+
+    class Lossless:
+        def codes(self, pixels):
+            return pixels
+
+        def decode(self, codes):
+            return codes
+
+    lossless, _ = tokenizer_ceiling(reader, Lossless(), dataset)
+    assert (lossless["reconstruction"] == lossless["truth"]).all()
+    args = [str(tiny_embedded / "data"), "--reader", str(tmp_path / "reader"), "--out"]
+    assert main(["reader", "ceiling", str(tiny_embedded / "vq"), *args, str(tmp_path / "ceil")]) == 0
+    table = pd.read_csv(tmp_path / "ceil" / "ceiling.csv")
+    assert set(table["attribute"]) == {"weather", "weather_pos", "battery_pos", "battery_decile", "hour", "minute5"}
+    assert (tmp_path / "ceil" / "reconstructions.png").is_file()
+    VQEncoder(VQVAE(VQConfig(image_size=64, channels=16))).save_pretrained(tmp_path / "vq64")
+    assert main(["reader", "ceiling", str(tmp_path / "vq64"), *args, str(tmp_path / "ceil2")]) == 2
+    assert "takes 64 px images, the dataset's are 32 px" in capsys.readouterr().err

@@ -106,6 +106,39 @@ def _reader_train(args: argparse.Namespace) -> None:
     print_report(train_reader(cfg, dataset, args.out, progress=not args.quiet))
 
 
+def _reader_ceiling(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from models.encoders.vq import load_vq
+    from models.reader import load_reader, tokenizer_ceiling
+    from tasks.records import load_dataset
+    from tasks.scoring import summarize
+    from unilens.io import atomic_write_text
+
+    dataset = load_dataset(args.dataset)
+    vq = load_vq(args.vq)
+    if vq.image_size != dataset.image_size:
+        raise UnilensError(
+            f"the tokenizer at {args.vq} takes {vq.image_size} px images, the dataset's are {dataset.image_size} px: "
+            "give a dataset rendered at the tokenizer's size"
+        )
+    rows, recon = tokenizer_ceiling(load_reader(args.reader), vq, dataset)
+    table = summarize(rows, ["attribute"], ("truth", "reconstruction")).assign(tokenizer=str(args.vq))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "ceiling_rows.csv", rows.to_csv(index=False))
+    atomic_write_text(out / "ceiling.csv", table.to_csv(index=False))
+    ids = list(dict.fromkeys(r["image"] for r in dataset.test))[:8]
+    top = np.concatenate([dataset.images[i] for i in ids], 1)
+    Image.fromarray(np.concatenate([top, np.concatenate(list(recon[: len(ids)]), 1)], 0)).save(
+        out / "reconstructions.png"
+    )
+    print(table.drop(columns="tokenizer").to_string(index=False, float_format="%.3f"))
+
+
 def _eval(args: argparse.Namespace) -> None:
     from models.evaluate import EvalConfig, run_eval
 
@@ -274,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     rd_train.add_argument("--config", help="optional YAML reader config")
     rd_train.add_argument("--quiet", action="store_true")
     rd_train.set_defaults(func=_reader_train)
+    rd_ceil = rd_sub.add_parser(
+        "ceiling", help="what a VQ tokenizer keeps: each attribute read from the test images and their reconstructions"
+    )
+    rd_ceil.add_argument("vq", help="a VQ encoder folder (unilens encoders train vq)")
+    rd_ceil.add_argument("dataset", help="a world dataset folder: its test images are read")
+    rd_ceil.add_argument("--reader", required=True, help="attribute reader folder (unilens reader train)")
+    rd_ceil.add_argument("--out", required=True, help="folder for ceiling.csv, ceiling_rows.csv and a contact sheet")
+    rd_ceil.set_defaults(func=_reader_ceiling)
 
     ev = sub.add_parser("eval", help="score understanding and generation of a checkpoint or run: tidy CSVs + grid")
     ev.add_argument("target", help="a checkpoint folder or a run folder")
