@@ -4,6 +4,7 @@ image, so generated images get an attribute-level score (the paper only had FID)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,13 +116,23 @@ def accuracy(reader: AttributeReader, images: np.ndarray, labels: dict[str, np.n
     return {name: float((pred[name] == labels[name]).mean()) for name in HEADS}
 
 
-def train_reader(cfg: ReaderConfig, dataset: WorldDataset, out: str | Path, progress: bool = True) -> dict:
+def train_reader(
+    cfg: ReaderConfig,
+    dataset: WorldDataset,
+    out: str | Path,
+    progress: bool = True,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict:
+    """Train the reader on the dataset's training images (each passed through `transform` first, when given: a
+    reader of a tokenizer's reconstructions) and report its accuracy on the test images, transformed alike."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     images, labels = _images_and_labels(dataset, dataset.train)
     if images.shape[1] != cfg.image_size:
         raise UnilensError(f"reader image_size {cfg.image_size} differs from the dataset's {images.shape[1]} px")
     test_images, test_labels = _images_and_labels(dataset, dataset.test)
+    if transform is not None:
+        images, test_images = transform(images), transform(test_images)
     reader = AttributeReader(cfg)
     opt = torch.optim.AdamW(reader.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
@@ -152,22 +163,24 @@ def reconstruct(vq, images: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def tokenizer_ceiling(reader: AttributeReader, vq, dataset: WorldDataset) -> tuple[pd.DataFrame, np.ndarray]:
+def tokenizer_ceiling(
+    reader: AttributeReader, vq, dataset: WorldDataset, retrained: AttributeReader | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Per test image and attribute: is it read right from the image itself (`truth`) and from the tokenizer's
     reconstruction of it (`reconstruction`)? An attribute read from the images but not from their
-    reconstructions is one the tokenizer drops: no VQ model built on it can draw it, and its understanding input
-    does not show it either. Also returns the reconstructions."""
+    reconstructions is one the tokenizer drops: no VQ model built on it can draw it (the reader that scores
+    generations is this one). `retrained`, a reader trained on reconstructions of the training images, tells a
+    blurred attribute (read again once the reader knows the blur) from a lost one. Also returns the
+    reconstructions."""
     images, labels = _images_and_labels(dataset, dataset.test)
     ids = list(dict.fromkeys(r["image"] for r in dataset.test))
     recon = reconstruct(vq, images)
-    on_truth, on_recon = reader.read(images), reader.read(recon)
+    reads = {"truth": reader.read(images), "reconstruction": reader.read(recon)}
+    if retrained is not None:
+        reads["retrained"] = retrained.read(recon)
     rows = [
-        {
-            "image": image,
-            "attribute": name,
-            "truth": float(on_truth[name][i] == labels[name][i]),
-            "reconstruction": float(on_recon[name][i] == labels[name][i]),
-        }
+        {"image": image, "attribute": name}
+        | {column: float(read[name][i] == labels[name][i]) for column, read in reads.items()}
         for name in HEADS
         for i, image in enumerate(ids)
     ]

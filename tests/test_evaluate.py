@@ -416,8 +416,10 @@ def test_tokenizer_ceiling_reads_the_images_and_their_reconstructions(tiny_embed
     lossless, _ = tokenizer_ceiling(reader, Lossless(), dataset)
     assert (lossless["reconstruction"] == lossless["truth"]).all()
     args = [str(tiny_embedded / "data"), "--reader", str(tmp_path / "reader"), "--out"]
-    assert main(["reader", "ceiling", str(tiny_embedded / "vq"), *args, str(tmp_path / "ceil")]) == 0
+    assert main(["reader", "ceiling", str(tiny_embedded / "vq"), *args, str(tmp_path / "ceil"), "--retrain"]) == 0
     table = pd.read_csv(tmp_path / "ceil" / "ceiling.csv")
+    retrained = load_reader(tmp_path / "ceil" / "retrained_reader")  # trained on reconstructions, same config
+    assert retrained.cfg == reader.cfg and table["retrained"].between(0, 1).all()
     assert set(table["attribute"]) == {"weather", "weather_pos", "battery_pos", "battery_decile", "hour", "minute5"}
     assert (tmp_path / "ceil" / "reconstructions.png").is_file()
     VQEncoder(VQVAE(VQConfig(image_size=64, channels=16))).save_pretrained(tmp_path / "vq64")

@@ -113,7 +113,7 @@ def _reader_ceiling(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from models.encoders.vq import load_vq
-    from models.reader import load_reader, tokenizer_ceiling
+    from models.reader import load_reader, reconstruct, tokenizer_ceiling, train_reader
     from tasks.records import load_dataset
     from tasks.scoring import summarize
     from unilens.io import atomic_write_text
@@ -125,10 +125,17 @@ def _reader_ceiling(args: argparse.Namespace) -> None:
             f"the tokenizer at {args.vq} takes {vq.image_size} px images, the dataset's are {dataset.image_size} px: "
             "give a dataset rendered at the tokenizer's size"
         )
-    rows, recon = tokenizer_ceiling(load_reader(args.reader), vq, dataset)
-    table = summarize(rows, ["attribute"], ("truth", "reconstruction")).assign(tokenizer=str(args.vq))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    reader = load_reader(args.reader)
+    retrained = None
+    if args.retrain:
+        cfg = reader.cfg
+        train_reader(cfg, dataset, out / "retrained_reader", not args.quiet, lambda x: reconstruct(vq, x))
+        retrained = load_reader(out / "retrained_reader")
+    rows, recon = tokenizer_ceiling(reader, vq, dataset, retrained)
+    columns = [c for c in ("truth", "reconstruction", "retrained") if c in rows]
+    table = summarize(rows, ["attribute"], columns).assign(tokenizer=str(args.vq))
     atomic_write_text(out / "ceiling_rows.csv", rows.to_csv(index=False))
     atomic_write_text(out / "ceiling.csv", table.to_csv(index=False))
     ids = list(dict.fromkeys(r["image"] for r in dataset.test))[:8]
@@ -314,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     rd_ceil.add_argument("dataset", help="a world dataset folder: its test images are read")
     rd_ceil.add_argument("--reader", required=True, help="attribute reader folder (unilens reader train)")
     rd_ceil.add_argument("--out", required=True, help="folder for ceiling.csv, ceiling_rows.csv and a contact sheet")
+    rd_ceil.add_argument(
+        "--retrain",
+        action="store_true",
+        help="also train a reader (same config) on reconstructions of the training images: blurred or lost?",
+    )
+    rd_ceil.add_argument("--quiet", action="store_true")
     rd_ceil.set_defaults(func=_reader_ceiling)
 
     ev = sub.add_parser("eval", help="score understanding and generation of a checkpoint or run: tidy CSVs + grid")
