@@ -22,6 +22,8 @@ def _kind(path: Path):
     from tasks.dataset import DataConfig
 
     parts = path.parts
+    if path.name.startswith("encoders"):
+        return EncoderTrainConfig
     if "battery" in parts:
         return None
     if "data" in parts:
@@ -40,7 +42,6 @@ def _kind(path: Path):
     return {
         "embedded.yaml": EmbeddedConfig,
         "embedded_gpu.yaml": EmbeddedConfig,
-        "encoders.yaml": EncoderTrainConfig,
         "lm.yaml": LMConfig,
         "lm_copy.yaml": LMConfig,
     }[path.name]
