@@ -72,6 +72,11 @@ def _batches(items: list, size: int):
         yield items[i : i + size]
 
 
+def _decoded(vq, codes: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """VQ codes (N, tokens) -> uint8 images (N, H, W, 3), decoded in batches."""
+    return np.concatenate([to_uint8(vq.decode(c)) for c in torch.split(codes, batch)])
+
+
 def _test_records(dataset: WorldDataset, task: str, limit: int, split: str = "test") -> list[dict]:
     rows = [r for r in (dataset.test if split == "test" else dataset.train) if r["task"] == task]
     return rows[:limit] if limit else rows
@@ -278,8 +283,7 @@ class Evaluator:
         reconstructed = None
         if self.gen_space.kind == "vq":
             vq = self.built.encoders["vq"]
-            pixels = np.concatenate([to_uint8(vq.decode(t)) for t in torch.split(tokens, 64)])
-            reconstructed = np.concatenate([to_uint8(vq.decode(t)) for t in torch.split(truth, 64)])
+            pixels, reconstructed = _decoded(vq, tokens), _decoded(vq, truth)
             read = reader.read(pixels) if reader is not None else None
             ceiling = reader.read(reconstructed) if reader is not None else None
             cos = None

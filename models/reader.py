@@ -102,13 +102,16 @@ def load_reader(folder: str | Path) -> AttributeReader:
     return reader.eval()
 
 
-def _images_and_labels(dataset: WorldDataset, records: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _images_and_labels(
+    dataset: WorldDataset, records: list[dict]
+) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
+    """The records' distinct images, in order of first use: their ids, pixels and labels per head."""
     seen: dict[str, Watch] = {}
     for r in records:
         seen.setdefault(r["image"], Watch.from_dict(r["watch"]))
     images = np.stack([dataset.images[i] for i in seen])
     labels = [labels_of(w) for w in seen.values()]
-    return images, {name: np.array([lab[name] for lab in labels]) for name in HEADS}
+    return list(seen), images, {name: np.array([lab[name] for lab in labels]) for name in HEADS}
 
 
 def accuracy(reader: AttributeReader, images: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, float]:
@@ -127,10 +130,10 @@ def train_reader(
     reader of a tokenizer's reconstructions) and report its accuracy on the test images, transformed alike."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    images, labels = _images_and_labels(dataset, dataset.train)
+    _, images, labels = _images_and_labels(dataset, dataset.train)
     if images.shape[1] != cfg.image_size:
         raise UnilensError(f"reader image_size {cfg.image_size} differs from the dataset's {images.shape[1]} px")
-    test_images, test_labels = _images_and_labels(dataset, dataset.test)
+    _, test_images, test_labels = _images_and_labels(dataset, dataset.test)
     if transform is not None:
         images, test_images = transform(images), transform(test_images)
     reader = AttributeReader(cfg)
@@ -172,8 +175,7 @@ def tokenizer_ceiling(
     generations is this one). `retrained`, a reader trained on reconstructions of the training images, tells a
     blurred attribute (read again once the reader knows the blur) from a lost one. Also returns the
     reconstructions."""
-    images, labels = _images_and_labels(dataset, dataset.test)
-    ids = list(dict.fromkeys(r["image"] for r in dataset.test))
+    ids, images, labels = _images_and_labels(dataset, dataset.test)
     recon = reconstruct(vq, images)
     reads = {"truth": reader.read(images), "reconstruction": reader.read(recon)}
     if retrained is not None:

@@ -130,15 +130,14 @@ def _reader_ceiling(args: argparse.Namespace) -> None:
     reader = load_reader(args.reader)
     retrained = None
     if args.retrain:
-        cfg = reader.cfg
-        train_reader(cfg, dataset, out / "retrained_reader", not args.quiet, lambda x: reconstruct(vq, x))
+        train_reader(reader.cfg, dataset, out / "retrained_reader", not args.quiet, lambda x: reconstruct(vq, x))
         retrained = load_reader(out / "retrained_reader")
     rows, recon = tokenizer_ceiling(reader, vq, dataset, retrained)
     columns = [c for c in ("truth", "reconstruction", "retrained") if c in rows]
     table = summarize(rows, ["attribute"], columns).assign(tokenizer=str(args.vq))
     atomic_write_text(out / "ceiling_rows.csv", rows.to_csv(index=False))
     atomic_write_text(out / "ceiling.csv", table.to_csv(index=False))
-    ids = list(dict.fromkeys(r["image"] for r in dataset.test))[:8]
+    ids = list(rows["image"].unique()[:8])
     top = np.concatenate([dataset.images[i] for i in ids], 1)
     Image.fromarray(np.concatenate([top, np.concatenate(list(recon[: len(ids)]), 1)], 0)).save(
         out / "reconstructions.png"
