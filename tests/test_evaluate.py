@@ -1,5 +1,7 @@
 """Decoding with and without the KV cache, the attribute reader, and `unilens eval` end to end."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,15 +72,21 @@ def test_reader_reads_ground_truth_above_floor(tiny_embedded, tmp_path):
     assert set(reader.read(images)) == {"weather", "weather_pos", "battery_pos", "battery_decile", "hour", "minute5"}
 
 
-def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_embedded, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_reader(tiny_embedded, tmp_path_factory) -> Path:
+    """An attribute reader of the tiny world (30 steps), trained once for the tests that only use it."""
+    folder = tmp_path_factory.mktemp("reader") / "reader"
+    train_reader(ReaderConfig(image_size=32, steps=30), load_dataset(tiny_embedded / "data"), folder, progress=False)
+    return folder
+
+
+def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_reader, tmp_path):
     cfg = trained_runs["vq-vq"]
-    dataset = load_dataset(tiny_embedded / "data")
-    train_reader(ReaderConfig(image_size=32, steps=30), dataset, tmp_path / "reader", progress=False)
     summary = run_eval(
         cfg.out,
         tmp_path / "eval",
         EvalConfig(limit=4, n_boot=50, max_caption_tokens=24),
-        str(tmp_path / "reader"),
+        str(tiny_reader),
         which="all",
         log=lambda *_: None,
     )
@@ -361,7 +369,7 @@ def test_no_understanding_scores_generation_alone(trained_runs, tmp_path):
         EvalConfig(understanding=False, generation=False)
 
 
-def test_generation_ceiling_is_the_score_of_the_true_images_tokens(trained_runs, tiny_embedded, tmp_path):
+def test_generation_ceiling_is_the_score_of_the_true_images_tokens(trained_runs, tiny_reader, tmp_path):
     """A generator that emitted each true image's own VQ codes would score exactly the ceiling, row for row; the
     grid gains the tokenizer's reconstruction as a fourth column."""
     from PIL import Image
@@ -370,8 +378,7 @@ def test_generation_ceiling_is_the_score_of_the_true_images_tokens(trained_runs,
 
     cfg = trained_runs["vq-vq"]
     dataset = load_dataset(cfg.dataset)
-    train_reader(ReaderConfig(image_size=32, steps=30), dataset, tmp_path / "reader", progress=False)
-    reader = load_reader(tmp_path / "reader")
+    reader = load_reader(tiny_reader)
     built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
     ev = Evaluator(built, dataset, cfg.cache_dir, EvalConfig(limit=6))
     table, generated = ev.generation(reader)
@@ -387,7 +394,7 @@ def test_generation_ceiling_is_the_score_of_the_true_images_tokens(trained_runs,
     assert {"correct", "ceiling"} <= set(summary[summary["task"] == "generation"]["metric"])
 
 
-def test_tokenizer_ceiling_reads_the_images_and_their_reconstructions(tiny_embedded, tmp_path, capsys):
+def test_tokenizer_ceiling_reads_the_images_and_their_reconstructions(tiny_embedded, tiny_reader, tmp_path, capsys):
     """`truth` is the reader's reading of the test images; a lossless tokenizer's reconstructions score the same;
     `unilens reader ceiling` writes the tables and refuses a tokenizer of another image size."""
     from models.encoders.vq import VQVAE, VQConfig, VQEncoder, load_vq
@@ -396,8 +403,7 @@ def test_tokenizer_ceiling_reads_the_images_and_their_reconstructions(tiny_embed
     from unilens.cli import main
 
     dataset = load_dataset(tiny_embedded / "data")
-    train_reader(ReaderConfig(image_size=32, steps=30), dataset, tmp_path / "reader", progress=False)
-    reader = load_reader(tmp_path / "reader")
+    reader = load_reader(tiny_reader)
     rows, recon = tokenizer_ceiling(reader, load_vq(tiny_embedded / "vq"), dataset)
     watches = {r["image"]: Watch.from_dict(r["watch"]) for r in dataset.test}
     assert recon.shape == (len(watches), 32, 32, 3) and recon.dtype == np.uint8
@@ -415,7 +421,7 @@ def test_tokenizer_ceiling_reads_the_images_and_their_reconstructions(tiny_embed
 
     lossless, _ = tokenizer_ceiling(reader, Lossless(), dataset)
     assert (lossless["reconstruction"] == lossless["truth"]).all()
-    args = [str(tiny_embedded / "data"), "--reader", str(tmp_path / "reader"), "--out"]
+    args = [str(tiny_embedded / "data"), "--reader", str(tiny_reader), "--out"]
     assert main(["reader", "ceiling", str(tiny_embedded / "vq"), *args, str(tmp_path / "ceil"), "--retrain"]) == 0
     table = pd.read_csv(tmp_path / "ceil" / "ceiling.csv")
     retrained = load_reader(tmp_path / "ceil" / "retrained_reader")  # trained on reconstructions, same config
