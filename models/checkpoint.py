@@ -92,6 +92,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("arm", "repeats"): {},
     ("lr_schedule",): "cosine",
     ("precision",): "auto",
+    ("text_loss_unit",): "token",
 }
 
 

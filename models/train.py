@@ -25,7 +25,7 @@ from models.build import Built, build_model, build_spaces, dependencies
 from models.checkpoint import compare_configs, load_trainable, save_checkpoint, with_later_defaults
 from models.device import autocast, check_precision, pick_device
 from models.presets import FreezeConfig, parameter_table
-from models.sequence import Encoder, Sequence, collate
+from models.sequence import TEXT_LOSS_UNITS, Encoder, Sequence, collate, text_loss_weights
 from models.unified import ModelConfig
 from tasks.records import load_dataset
 from tasks.splits import ArmConfig, select_arm
@@ -51,6 +51,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: float = 0.03
     lr_schedule: str = "cosine"  # after the warm-up: "cosine" (decay to zero) or "constant"
+    # The text loss's unit: "token" (a mean over supervised tokens) or "answer" (every answer, caption and generation
+    # phrase counts once, whatever its length): see models.sequence.text_loss_weights.
+    text_loss_unit: str = "token"
     max_grad_norm: float = 1.0
     checkpoint_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
     divergence_factor: float = 5.0  # stop when the smoothed loss exceeds this multiple of its start
@@ -64,6 +67,8 @@ class TrainConfig:
         # checked when the config is made, before any model is built or folder written
         check_lr_schedule(self.lr_schedule)
         check_precision(self.precision)
+        if self.text_loss_unit not in TEXT_LOSS_UNITS:
+            raise UnilensError(f"unknown text_loss_unit '{self.text_loss_unit}'; choose one of {list(TEXT_LOSS_UNITS)}")
 
 
 def init_distributed(device: str = "auto") -> tuple[int, int]:
@@ -315,11 +320,17 @@ class Trainer:
             batch = collate(self.step_sequences(step), self.und_space, self.gen_space, self.encoder.pad_id).to(
                 self.device
             )
+            text_weights = text_loss_weights(batch.labels, self.cfg.text_loss_unit)
             counts = self._reduce(
-                torch.stack([(batch.labels != -100).sum(), batch.gen_predict_mask.sum()]).float().to(self.device)
+                torch.stack([text_weights.sum(), batch.gen_predict_mask.sum().float()]).float().to(self.device)
             )
             with autocast(self.device, self.cfg.precision):
-                out = self.model(batch, text_norm=counts[0].clamp(min=1), image_norm=counts[1].clamp(min=1))
+                out = self.model(
+                    batch,
+                    text_norm=counts[0].clamp(min=1),
+                    image_norm=counts[1].clamp(min=1),
+                    text_weights=text_weights if self.cfg.text_loss_unit != "token" else None,
+                )
             loss = out["loss"]
             parts = self._reduce(torch.stack([loss.detach(), out["text_loss"], out["image_loss"]]).float())
             self._guard(parts[0].item(), step, history)

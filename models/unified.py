@@ -368,17 +368,25 @@ class UnifiedVLM(nn.Module):
         batch: Batch,
         text_norm: float | torch.Tensor | None = None,
         image_norm: float | torch.Tensor | None = None,
+        text_weights: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss = text CE + alpha x image loss, each a sum over this batch's targets divided by `*_norm` (default:
         this batch's own count, i.e. a mean). Data-parallel ranks pass the global counts, so that summing their
-        gradients gives exactly the single-process gradient of the whole global batch."""
+        gradients gives exactly the single-process gradient of the whole global batch. `text_weights` (B, L), from
+        `sequence.text_loss_weights`, weighs each label's CE; the default count is then their sum."""
         h = self.hidden(batch)
         text_mask = batch.labels != -100
         zero = h.sum() * 0
         text_loss = zero
         if text_mask.any():
-            text_sum = F.cross_entropy(self.text_logits(h[text_mask]).float(), batch.labels[text_mask], reduction="sum")
-            text_loss = text_sum / (text_norm if text_norm is not None else text_mask.sum())
+            logits, targets = self.text_logits(h[text_mask]).float(), batch.labels[text_mask]
+            if text_weights is None:
+                text_sum, count = F.cross_entropy(logits, targets, reduction="sum"), text_mask.sum()
+            else:
+                weights = text_weights[text_mask].float()
+                text_sum = (F.cross_entropy(logits, targets, reduction="none") * weights).sum()
+                count = weights.sum()
+            text_loss = text_sum / (text_norm if text_norm is not None else count)
         pred_mask = batch.gen_predict_mask
         image_loss = zero
         if pred_mask.any():

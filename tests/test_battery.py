@@ -195,6 +195,7 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         "gen_input_corruption",
         "gen_prompt_dropout",
         "repeats",
+        "text_loss_unit",
     }
     assert {path[-1] for path in LATER_FIELDS} == later
     for cell in plain:

@@ -17,8 +17,8 @@ from models.train import Trainer
 from unilens.config import to_dict
 
 
-@pytest.mark.parametrize("variant", ["sem-vq"])
-def test_two_processes_match_one_at_the_same_global_batch(tiny_train_config, tmp_path, variant):
+@pytest.mark.parametrize(("variant", "text_loss_unit"), [("sem-vq", "token"), ("vq-vq", "answer")])
+def test_two_processes_match_one_at_the_same_global_batch(tiny_train_config, tmp_path, variant, text_loss_unit):
     def run_config(name: str):
         # no LoRA dropout: its random masks would differ between one process and two
         return tiny_train_config(
@@ -28,6 +28,7 @@ def test_two_processes_match_one_at_the_same_global_batch(tiny_train_config, tmp
             epochs=1.0,
             freeze=FreezeConfig("lora", lora_dropout=0.0),
             checkpoint_fractions=[1.0],
+            text_loss_unit=text_loss_unit,
         )
 
     single, double = run_config("single"), run_config("double")

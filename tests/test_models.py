@@ -588,3 +588,68 @@ def test_gen_prompt_dropout_swaps_generation_prompts_per_step_reproducibly(tiny_
 
 def contains(ids: list[int], part: list[int]) -> bool:
     return any(ids[i : i + len(part)] == part for i in range(len(ids) - len(part) + 1))
+
+
+def test_text_loss_weights_give_every_answer_one_unit():
+    from models.sequence import text_loss_weights
+
+    x = -100
+    labels = torch.tensor([[x, 5, 6, 7, x, x, 8, x], [9, x, 4, 4, 4, 4, x, x]])
+    answer = text_loss_weights(labels, "answer")
+    expected = torch.tensor([[0, 1 / 3, 1 / 3, 1 / 3, 0, 0, 1, 0], [1, 0, 0.25, 0.25, 0.25, 0.25, 0, 0]])
+    assert torch.allclose(answer, expected)
+    assert answer.sum().item() == pytest.approx(4.0)  # four answers
+    assert torch.equal(text_loss_weights(labels, "token"), (labels != -100).float())
+    # a run that ends one row and one that starts the next stay two answers
+    assert text_loss_weights(torch.tensor([[x, 1], [2, x]]), "answer").tolist() == [[0, 1], [1, 0]]
+    with pytest.raises(UnilensError, match=r"unknown text_loss_unit 'word'.*token"):
+        text_loss_weights(labels, "word")
+    with pytest.raises(UnilensError, match="text_loss_unit"):
+        TrainConfig(text_loss_unit="word")
+
+
+def test_answer_unit_loss_is_the_mean_of_per_answer_means(tiny_train_config):
+    import torch.nn.functional as F
+
+    from models.sequence import text_loss_weights
+
+    cfg = tiny_train_config("vq-vq", "lora")
+    built = build_model(cfg.model, cfg.freeze)
+    batch = one_batch(cfg, built, n=6)
+    model = built.model.eval()
+    with torch.no_grad():
+        h = model.hidden(batch)
+        token_ce = F.cross_entropy(model.text_logits(h).flatten(0, 1).float(), batch.labels.flatten(), reduction="none")
+        token_ce = token_ce.reshape(batch.labels.shape)
+        per_answer = []
+        for row, ce in zip(batch.labels, token_ce, strict=True):
+            run: list[float] = []
+            for label, value in zip(row.tolist(), ce.tolist(), strict=True):
+                if label != -100:
+                    run.append(value)
+                elif run:
+                    per_answer.append(sum(run) / len(run))
+                    run = []
+            if run:
+                per_answer.append(sum(run) / len(run))
+        weights = text_loss_weights(batch.labels, "answer")
+        out = model(batch, text_weights=weights)
+        plain = model(batch)
+    assert len(per_answer) > 6  # understanding records hold several answers each
+    assert out["text_loss"].item() == pytest.approx(sum(per_answer) / len(per_answer), rel=1e-5)
+    assert plain["text_loss"].item() == pytest.approx(token_ce[batch.labels != -100].mean().item(), rel=1e-5)
+    assert out["text_loss"].item() != pytest.approx(plain["text_loss"].item(), rel=1e-3)
+    assert torch.equal(out["image_loss"], plain["image_loss"])
+
+
+def test_training_with_the_answer_unit_learns_and_resumes_under_its_config(tiny_train_config):
+    cfg = tiny_train_config("vq-vq", "lora", name="answer-unit", epochs=1.0, checkpoint_fractions=[1.0])
+    cfg.text_loss_unit = "answer"
+    Trainer(cfg, progress=False).train()
+    log = [json.loads(x) for x in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["text_loss"])) for r in log)
+    assert sum(r["text_loss"] for r in log[-3:]) < sum(r["text_loss"] for r in log[:3])
+    assert yaml.safe_load((Path(cfg.out) / "config.yaml").read_text())["text_loss_unit"] == "answer"
+    token = tiny_train_config("vq-vq", "lora", name="answer-unit", epochs=1.0, checkpoint_fractions=[1.0])
+    with pytest.raises(UnilensError, match="text_loss_unit"):
+        Trainer(token, progress=False).train()
