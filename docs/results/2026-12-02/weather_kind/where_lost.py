@@ -42,8 +42,11 @@ def corner_slots(corner: str, side: int, k: int = 2) -> list[int]:
     return [r * side + c for r in rows for c in cols]
 
 
-def weather_prompt(encoder: Encoder, record: dict):
-    question = {"from": "human", "value": "<image>\nWhat is the current weather?", "attribute": "weather"}
+def weather_prompt(
+    encoder: Encoder, record: dict, text: str = "What is the current weather?", attribute: str = "weather"
+):
+    """The record's image with one first-turn question, up to where the answer starts."""
+    question = {"from": "human", "value": f"<image>\n{text}", "attribute": attribute}
     one = {"image": record["image"], "task": "vqa", "conversations": [question, {"from": "gpt", "value": ""}]}
     return encoder.record(one, with_answers=False)
 
