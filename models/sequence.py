@@ -181,6 +181,11 @@ class Batch:
 TEXT_LOSS_UNITS = ("token", "answer")
 
 
+def check_text_loss_unit(unit: str) -> None:
+    if unit not in TEXT_LOSS_UNITS:
+        raise UnilensError(f"unknown text_loss_unit '{unit}'; choose one of {list(TEXT_LOSS_UNITS)}")
+
+
 def text_loss_weights(labels: torch.Tensor, unit: str = "token") -> torch.Tensor:
     """A weight per label position (0 where there is no label). "token": every supervised token counts once, the
     per-token mean. "answer": every answer counts once, whatever its length: each maximal run of consecutive labelled
@@ -188,8 +193,7 @@ def text_loss_weights(labels: torch.Tensor, unit: str = "token") -> torch.Tensor
 
     Why offered: under the per-token mean an eight-digit time the model cannot read weighs eight times a one-word
     weather it can learn (docs/results/2026-12-02, weather_kind)."""
-    if unit not in TEXT_LOSS_UNITS:
-        raise UnilensError(f"unknown text_loss_unit '{unit}'; choose one of {list(TEXT_LOSS_UNITS)}")
+    check_text_loss_unit(unit)
     labelled = labels != -100
     if unit == "token":
         return labelled.float()

@@ -25,7 +25,7 @@ from models.build import Built, build_model, build_spaces, dependencies
 from models.checkpoint import compare_configs, load_trainable, save_checkpoint, with_later_defaults
 from models.device import autocast, check_precision, pick_device
 from models.presets import FreezeConfig, parameter_table
-from models.sequence import TEXT_LOSS_UNITS, Encoder, Sequence, collate, text_loss_weights
+from models.sequence import Encoder, Sequence, check_text_loss_unit, collate, text_loss_weights
 from models.unified import ModelConfig
 from tasks.records import load_dataset
 from tasks.splits import ArmConfig, select_arm
@@ -67,8 +67,7 @@ class TrainConfig:
         # checked when the config is made, before any model is built or folder written
         check_lr_schedule(self.lr_schedule)
         check_precision(self.precision)
-        if self.text_loss_unit not in TEXT_LOSS_UNITS:
-            raise UnilensError(f"unknown text_loss_unit '{self.text_loss_unit}'; choose one of {list(TEXT_LOSS_UNITS)}")
+        check_text_loss_unit(self.text_loss_unit)
 
 
 def init_distributed(device: str = "auto") -> tuple[int, int]:
@@ -322,7 +321,7 @@ class Trainer:
             )
             text_weights = text_loss_weights(batch.labels, self.cfg.text_loss_unit)
             counts = self._reduce(
-                torch.stack([text_weights.sum(), batch.gen_predict_mask.sum().float()]).float().to(self.device)
+                torch.stack([text_weights.sum(), batch.gen_predict_mask.sum().float()]).to(self.device)
             )
             with autocast(self.device, self.cfg.precision):
                 out = self.model(
