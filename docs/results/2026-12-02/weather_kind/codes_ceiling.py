@@ -15,17 +15,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from where_lost import corner_slots
 
 from models.encoders.vq import load_vq
 from models.features import encoder_hash
 
 DATA, CACHE = "runs/dense/data", "runs/cache"
-
-
-def corner_slots(corner: str, side: int, k: int) -> list[int]:
-    rows = range(k) if corner.startswith("top") else range(side - k, side)
-    cols = range(k) if corner.endswith("left") else range(side - k, side)
-    return [r * side + c for r in rows for c in cols]
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from models.sequence import TAG, Encoder
 from models.unified import grid_side
 from probes.hooks import HookedVLM, resid_name
 from tasks.records import load_dataset
+from tasks.scoring import bootstrap_ci
 
 KINDS = ["cloudy", "raining", "sunny"]
 
@@ -49,12 +50,6 @@ def weather_prompt(
     question = {"from": "human", "value": f"<image>\n{text}", "attribute": attribute}
     one = {"image": record["image"], "task": "vqa", "conversations": [question, {"from": "gpt", "value": ""}]}
     return encoder.record(one, with_answers=False)
-
-
-def bootstrap(correct: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), (n, len(correct)))].mean(1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 @torch.no_grad()
@@ -112,12 +107,12 @@ def main() -> None:
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
         clf.fit(X["train"][key], y["train"])
         correct = (clf.predict(X["test"][key]) == y["test"]).astype(float)
-        lo, hi = bootstrap(correct)
+        _, lo, hi = bootstrap_ci(correct, n_boot=2000)
         rows.append({"site": key[0], "where": key[1], "probe_test_accuracy": correct.mean(), "low": lo, "high": hi})
     model_rows = {}
     for k in split:
         correct = (answers[k] == y[k]).astype(float)
-        lo, hi = bootstrap(correct)
+        _, lo, hi = bootstrap_ci(correct, n_boot=2000)
         model_rows |= {f"model_{k}_accuracy": correct.mean(), f"model_{k}_low": lo, f"model_{k}_high": hi}
     majority = float(pd.Series(y["test"]).value_counts(normalize=True).max())
     table = pd.DataFrame(rows).assign(
