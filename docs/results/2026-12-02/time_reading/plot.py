@@ -1,0 +1,62 @@
+"""One figure from where_time.py's CSVs: the hour and the minute read by linear probes per layer, from the image tokens
+and at the positions that emit their digits, one colour per checkpoint, the majority baseline grey.
+
+    python docs/results/2026-12-02/time_reading/plot.py OUT.png NAME=CSV [NAME=CSV ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "weather_kind"))
+from plot import site_order
+
+PANELS = [("hour", ("image-all", "image-mean", "H1", "H2")), ("minute_bin", ("image-all", "image-mean", "M1", "M2"))]
+STYLES = {"image-all": "-", "image-mean": "--", "H1": ":", "H2": "-.", "M1": ":", "M2": "-."}
+
+
+def main() -> None:
+    out, pairs = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (name, path), colour in zip(pairs, colours, strict=False):
+        table = pd.read_csv(path)
+        for ax, (target, wheres) in zip(axes, PANELS, strict=True):
+            for where in wheres:
+                part = table[(table["where"] == where) & (table["target"] == target)].copy()
+                part["x"] = part["site"].map(site_order)
+                part = part.sort_values("x")
+                ax.plot(
+                    part["x"],
+                    part["probe_test_accuracy"],
+                    STYLES[where],
+                    marker="o",
+                    ms=3,
+                    color=colour,
+                    label=f"{name}: {where}",
+                )
+                ax.fill_between(part["x"], part["low"], part["high"], color=colour, alpha=0.1)
+    for ax, (target, _) in zip(axes, PANELS, strict=True):
+        majority = table[table["target"] == target]["majority"].iloc[0]
+        ax.axhline(majority, color="grey", linestyle="--", label="majority baseline")
+        ticks = sorted({site_order(s) for s in table["site"]})
+        ax.set_xticks(ticks, ["codes" if t == -2 else "adapter" if t == -1 else str(t) for t in ticks])
+        ax.set_xlabel("layer (block whose output is probed)")
+        ax.set_title({"hour": "the hour (mod 12)", "minute_bin": "the minute's five-minute bin"}[target])
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("read on 200 test images (95% CI)")
+    axes[1].legend(fontsize=6, loc="upper right")
+    fig.suptitle("Is the time held in the image tokens but never carried to the digits that answer?")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
