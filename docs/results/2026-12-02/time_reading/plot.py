@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "weather_kind"))
-from plot import site_order
+from plot import layer_axis, site_order
 
 PANELS = [("hour", ("image-all", "image-mean", "H1", "H2")), ("minute_bin", ("image-all", "image-mean", "M1", "M2"))]
 STYLES = {"image-all": "-", "image-mean": "--", "H1": ":", "H2": "-.", "M1": ":", "M2": "-."}
@@ -46,9 +46,7 @@ def main() -> None:
     for ax, (target, _) in zip(axes, PANELS, strict=True):
         majority = table[table["target"] == target]["majority"].iloc[0]
         ax.axhline(majority, color="grey", linestyle="--", label="majority baseline")
-        ticks = sorted({site_order(s) for s in table["site"]})
-        ax.set_xticks(ticks, ["codes" if t == -2 else "adapter" if t == -1 else str(t) for t in ticks])
-        ax.set_xlabel("layer (block whose output is probed)")
+        layer_axis(ax, table["site"])
         ax.set_title({"hour": "the hour (mod 12)", "minute_bin": "the minute's five-minute bin"}[target])
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("read on 200 test images (95% CI)")

@@ -30,13 +30,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "weather_kind"))
-from where_lost import weather_prompt
+from where_lost import load_for_probes, weather_prompt
 
-from models.build import build_spaces, load_checkpoint
 from models.generate import collate_prompts
 from models.sequence import TAG, Encoder
 from probes.hooks import HookedVLM, resid_name
-from tasks.records import load_dataset
 from tasks.scoring import bootstrap_ci
 
 QUESTION = "What time does the watch show?"
@@ -109,16 +107,7 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--n", type=int, default=1200)
     args = ap.parse_args()
-    torch.manual_seed(0)
-    built, manifest = load_checkpoint(args.checkpoint)
-    model = built.model.eval()
-    dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
-    und_space, gen_space = build_spaces(built, model.cfg, dataset, manifest["config"]["cache_dir"])
-    enc = Encoder(built.tokenizer, und_space.num_tokens)
-    split = {
-        "train": [r for r in dataset.train if r["task"] == "vqa"][: args.n],
-        "test": [r for r in dataset.test if r["task"] == "vqa"],
-    }
+    model, enc, und_space, gen_space, split = load_for_probes(args.checkpoint, args.n)
     y = {
         k: {
             "hour": np.array([r["watch"]["hour"] % 12 for r in v]),

@@ -19,6 +19,13 @@ def site_order(site: str) -> int:
     return {"codes": -2, "adapter": -1}.get(site, int(site.split(".")[1]) if site.startswith("blocks.") else 99)
 
 
+def layer_axis(ax, sites) -> None:
+    """Layer on the x axis: the input codes, the adapter's output, then each block."""
+    ticks = sorted({site_order(s) for s in sites})
+    ax.set_xticks(ticks, ["codes" if t == -2 else "adapter" if t == -1 else str(t) for t in ticks])
+    ax.set_xlabel("layer (block whose output is probed)")
+
+
 def main() -> None:
     out, pairs = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
@@ -33,9 +40,7 @@ def main() -> None:
             ax.axhline(table["model_test_accuracy"].iloc[0], color=colour, linestyle=":", label=f"{name}: model")
     for ax, where in zip(axes, ("icon", "answer"), strict=True):
         ax.axhline(table["majority"].iloc[0], color="grey", linestyle="--", label="majority baseline")
-        ticks = sorted({site_order(s) for s in table[table["where"] == where]["site"]})
-        ax.set_xticks(ticks, ["codes" if t == -2 else "adapter" if t == -1 else str(t) for t in ticks])
-        ax.set_xlabel("layer (block whose output is probed)")
+        layer_axis(ax, table[table["where"] == where]["site"])
         ax.set_title({"icon": "at the icon's 2 x 2 tokens", "answer": "at the answer position"}[where])
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("weather read on 200 test images (95% CI)")

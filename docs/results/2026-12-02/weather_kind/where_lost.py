@@ -81,23 +81,29 @@ def features(model, records, enc, und_space, gen_space, side):
     return {k: np.concatenate(v) for k, v in feats.items()}, np.array(answers)
 
 
+def load_for_probes(checkpoint: str, n_train: int):
+    """The checkpoint's model in eval mode, its prompt encoder and spaces, and the VQA records: N train, all test."""
+    torch.manual_seed(0)
+    built, manifest = load_checkpoint(checkpoint)
+    model = built.model.eval()
+    dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
+    und_space, gen_space = build_spaces(built, model.cfg, dataset, manifest["config"]["cache_dir"])
+    enc = Encoder(built.tokenizer, und_space.num_tokens)
+    split = {
+        "train": [r for r in dataset.train if r["task"] == "vqa"][:n_train],
+        "test": [r for r in dataset.test if r["task"] == "vqa"],
+    }
+    return model, enc, und_space, gen_space, split
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint")
     ap.add_argument("out")
     ap.add_argument("--n", type=int, default=1200)
     args = ap.parse_args()
-    torch.manual_seed(0)
-    built, manifest = load_checkpoint(args.checkpoint)
-    model = built.model.eval()
-    dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
-    und_space, gen_space = build_spaces(built, model.cfg, dataset, manifest["config"]["cache_dir"])
-    enc = Encoder(built.tokenizer, und_space.num_tokens)
+    model, enc, und_space, gen_space, split = load_for_probes(args.checkpoint, args.n)
     side = grid_side(und_space.num_tokens, "the weather corner")
-    split = {
-        "train": [r for r in dataset.train if r["task"] == "vqa"][: args.n],
-        "test": [r for r in dataset.test if r["task"] == "vqa"],
-    }
     y = {k: np.array([r["watch"]["weather"] for r in v]) for k, v in split.items()}
     X, answers = {}, {}
     for k, records in split.items():
