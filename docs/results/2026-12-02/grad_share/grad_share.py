@@ -64,9 +64,13 @@ def main() -> None:
         image_only = model(
             batch, text_norm=norms[0].clamp(min=1), image_norm=norms[1].clamp(min=1), text_weights=weights * 0
         )["loss"]
-        for g, ps in groups.items():
-            total_grads = torch.autograd.grad(out["loss"], ps, retain_graph=True, allow_unused=True)
-            image_grads = torch.autograd.grad(image_only, ps, retain_graph=True, allow_unused=True)
+        params = [p for ps in groups.values() for p in ps]
+        total = torch.autograd.grad(out["loss"], params, retain_graph=True, allow_unused=True)
+        image = torch.autograd.grad(image_only, params, allow_unused=True)
+        start = 0
+        for g, ps in groups.items():  # one backward pass per loss, split by group afterwards
+            total_grads, image_grads = total[start : start + len(ps)], image[start : start + len(ps)]
+            start += len(ps)
             text_grads = [
                 None if t is None else t - (i if i is not None else 0)
                 for t, i in zip(total_grads, image_grads, strict=True)
