@@ -5,7 +5,8 @@
     {root}/vq         tiny VQ-VAE
     {root}/lm         tokenizer + small Llama pre-trained on text only
 
-Each step is skipped when its folder already exists, so a re-run resumes where it stopped.
+Each step is skipped when its folder already exists, so a re-run resumes where it stopped. Every run ends by writing
+{root}/build.json (models.fingerprint): the parts' content hashes and the machine that built each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from models.encoders.semantic import ViTConfig
 from models.encoders.train import EncoderTrainConfig, train_semantic, train_vq
 from models.encoders.vq import VQConfig
+from models.fingerprint import describe_build, write_build_record
 from models.lm import LMConfig, pretrain_lm
 from tasks.dataset import DataConfig, make_dataset
 from unilens.errors import UnilensError
@@ -48,14 +50,17 @@ def build_embedded(cfg: EmbeddedConfig, progress: bool = True, log=print) -> dic
         ("vq", lambda out: train_vq(cfg.vq, out, progress=progress)),
         ("lm", lambda out: pretrain_lm(cfg.lm, out, progress=progress)),
     ]
+    built_now = set()
     for name, run in steps:
         if paths[name].exists():
             log(f"[embedded] {name}: exists at {paths[name]}, skipped")
             continue
         log(f"[embedded] {name}: building {paths[name]}")
         report = run(paths[name])
+        built_now.add(name)
         if isinstance(report, dict):
             log(f"[embedded] {name}: " + json.dumps({k: _short(v) for k, v in report.items()}))
+    log(f"[embedded] {describe_build(write_build_record(root, paths, built_now))}, recorded in {root / 'build.json'}")
     return paths
 
 

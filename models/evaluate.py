@@ -546,6 +546,7 @@ def run_eval(
 ) -> pd.DataFrame:
     """Evaluate checkpoints; write vqa.csv, captions.csv, generation.csv, summary.csv and grid PNGs to `out`."""
     from models.build import load_checkpoint
+    from models.fingerprint import dependency_label
     from models.reader import load_reader
     from tasks.records import load_dataset
     from unilens.io import atomic_write_text
@@ -582,6 +583,7 @@ def run_eval(
             "seed": manifest["config"]["seed"],
             "split": cfg.split,
             "guidance": cfg.guidance,
+            "build": dependency_label(manifest["dependencies"]),
         }
         understand = cfg.understanding
         vqa = ev.vqa() if understand else pd.DataFrame()
@@ -618,7 +620,7 @@ def run_eval(
             if len(table):
                 tables[name].append(table.assign(**tags))
         log(
-            f"[eval] {ckpt}: "
+            f"[eval] {ckpt} ({tags['build']}): "
             + ", ".join(
                 f"{r.task}/{r.attribute}/{r.metric}={r.mean:.3f}"
                 for r in summary[summary["value"] == "all"].itertuples()

@@ -1,5 +1,6 @@
 """Decoding with and without the KV cache, the attribute reader, and `unilens eval` end to end."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,14 @@ def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_reader, tmp_path):
     vqa = pd.read_csv(tmp_path / "eval" / "vqa.csv")
     assert vqa["turn"].max() >= 1  # every turn is scored, not only the first
     assert (tmp_path / "eval" / f"grid_{checkpoints_of(cfg.out)[0].name}.png").stat().st_size > 1000
+    # every row names the build its checkpoint was trained on, in the hashes `unilens embedded build` records
+    build = json.loads((Path(cfg.model.llm).parent / "build.json").read_text())
+    label = summary["build"].unique()
+    assert len(label) == 1
+    for dep in ("llm", "vq_encoder", "dataset"):
+        part = {"llm": "lm", "vq_encoder": "vq", "dataset": "data"}[dep]
+        assert f"{dep}:{build['parts'][part]['hash'][:12]}" in label[0]
+    assert "semantic_encoder" not in label[0]  # a vq-vq model does not depend on it
 
 
 def test_summary_splits_first_and_later_turns():

@@ -1,0 +1,54 @@
+"""The build record: which weights a result came from, and the machine that built them."""
+
+import json
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.embedded import build_embedded
+from models.embedded import tiny_embedded as tiny_embedded_config
+from models.encoders.train import train_vq
+from models.fingerprint import UNKNOWN_MACHINE, machine_facts, weights_hash, write_build_record
+from tests.conftest import copy_tree
+
+
+def test_build_records_every_part_and_the_machine_that_built_it(tiny_embedded):
+    record = json.loads((tiny_embedded / "build.json").read_text())
+    assert set(record["parts"]) == {"data", "semantic", "vq", "lm"}
+    here = machine_facts()
+    for part, entry in record["parts"].items():
+        assert entry["built_on"] == here, part
+        assert entry["weights"] == weights_hash(part, tiny_embedded / part)
+    assert here["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert len(record["build"]) == 12
+
+
+def test_rerun_keeps_the_record_and_changed_weights_lose_their_machine(tiny_embedded, tmp_path):
+    root = copy_tree(tiny_embedded, tmp_path / "copy")
+    before = json.loads((root / "build.json").read_text())
+    cfg = tiny_embedded_config(root)
+    build_embedded(cfg, progress=False, log=lambda *_: None)  # every part exists: nothing rebuilt
+    after = json.loads((root / "build.json").read_text())
+    assert after["build"] == before["build"]
+    assert all(after["parts"][p]["built_on"] == before["parts"][p]["built_on"] for p in before["parts"])
+
+    weights = root / "vq" / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(iter(state))
+    state[name] = state[name] + 1e-3
+    save_file(state, str(weights))
+    changed = write_build_record(root, cfg.paths(), built_now=set())
+    assert changed["build"] != before["build"]
+    assert changed["parts"]["vq"]["built_on"] == UNKNOWN_MACHINE
+    assert changed["parts"]["vq"]["weights"] != before["parts"]["vq"]["weights"]
+    assert changed["parts"]["lm"]["built_on"] == before["parts"]["lm"]["built_on"]
+
+
+def test_a_part_built_twice_on_one_machine_has_the_same_weights(tiny_embedded, tmp_path):
+    """Same code, config and machine give the same numbers, so builds that differ point at the machine."""
+    cfg = tiny_embedded_config(tmp_path / "unused").vq
+    cfg.dataset = str(tiny_embedded / "data")
+    train_vq(cfg, tmp_path / "vq_a", progress=False)
+    train_vq(cfg, tmp_path / "vq_b", progress=False)
+    assert weights_hash("vq", tmp_path / "vq_a") == weights_hash("vq", tmp_path / "vq_b")
+    assert weights_hash("vq", tmp_path / "vq_a") == weights_hash("vq", tiny_embedded / "vq")
