@@ -292,6 +292,22 @@ class Trainer:
         ]
         return chosen[self.rank :: self.world]
 
+    def step_loss(self, step: int, text_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """The model's output on this process's slice of optimizer step `step`, each loss normalised by the global
+        batch's counts, exactly as training takes it. `text_scale` scales every text weight (0: the image loss
+        alone, with the same normalisation, so that a gradient can be taken apart into its text and image parts)."""
+        batch = collate(self.step_sequences(step), self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
+        text_weights = text_loss_weights(batch.labels, self.cfg.text_loss_unit)
+        counts = self._reduce(torch.stack([text_weights.sum(), batch.gen_predict_mask.sum().float()]).to(self.device))
+        per_label = self.cfg.text_loss_unit != "token" or text_scale != 1.0
+        with autocast(self.device, self.cfg.precision):
+            return self.model(
+                batch,
+                text_norm=counts[0].clamp(min=1),
+                image_norm=counts[1].clamp(min=1),
+                text_weights=text_weights * text_scale if per_label else None,
+            )
+
     def train(self, until_step: int | None = None) -> dict:
         """Train to the end, or stop after `until_step` (a later call resumes from the last checkpoint).
         Under `accelerate launch` / torchrun every process takes its slice of each global batch; gradients are
@@ -316,20 +332,7 @@ class Trainer:
         )
         t0 = time.time()
         for step in bar:
-            batch = collate(self.step_sequences(step), self.und_space, self.gen_space, self.encoder.pad_id).to(
-                self.device
-            )
-            text_weights = text_loss_weights(batch.labels, self.cfg.text_loss_unit)
-            counts = self._reduce(
-                torch.stack([text_weights.sum(), batch.gen_predict_mask.sum().float()]).to(self.device)
-            )
-            with autocast(self.device, self.cfg.precision):
-                out = self.model(
-                    batch,
-                    text_norm=counts[0].clamp(min=1),
-                    image_norm=counts[1].clamp(min=1),
-                    text_weights=text_weights if self.cfg.text_loss_unit != "token" else None,
-                )
+            out = self.step_loss(step)
             loss = out["loss"]
             parts = self._reduce(torch.stack([loss.detach(), out["text_loss"], out["image_loss"]]).float())
             self._guard(parts[0].item(), step, history)

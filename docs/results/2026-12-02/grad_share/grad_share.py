@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 
 from models.checkpoint import load_trainable
-from models.sequence import collate, text_loss_weights
 from models.train import TrainConfig, Trainer
 from unilens.config import load_config
 
@@ -51,19 +50,9 @@ def main() -> None:
             groups["lora" if name.startswith("llm.") else "adapters"].append(p)
     rows = []
     for b in range(args.batches):
-        batch = collate(trainer.step_sequences(step + b), trainer.und_space, trainer.gen_space, trainer.encoder.pad_id)
-        weights = text_loss_weights(batch.labels, cfg.text_loss_unit)
-        norms = torch.stack([weights.sum(), batch.gen_predict_mask.sum().float()])
-        out = model(
-            batch,
-            text_norm=norms[0].clamp(min=1),
-            image_norm=norms[1].clamp(min=1),
-            text_weights=weights if cfg.text_loss_unit != "token" else None,
-        )
-        # the image part alone: the same forward with every text weight zero (out["image_loss"] is detached)
-        image_only = model(
-            batch, text_norm=norms[0].clamp(min=1), image_norm=norms[1].clamp(min=1), text_weights=weights * 0
-        )["loss"]
+        out = trainer.step_loss(step + b)
+        # the image part alone: the same forward and normalisation with every text weight zero
+        image_only = trainer.step_loss(step + b, text_scale=0.0)["loss"]
         params = [p for ps in groups.values() for p in ps]
         total = torch.autograd.grad(out["loss"], params, retain_graph=True, allow_unused=True)
         image = torch.autograd.grad(image_only, params, allow_unused=True)
