@@ -30,7 +30,7 @@ UNKNOWN_MACHINE = "unknown: built before build.json was written"
 def weights_hash(part: str, folder: str | Path) -> str:
     folder = Path(folder)
     if part == "data":
-        return json.loads((folder / "manifest.json").read_text())["content_hash"]
+        return entry_hash("dataset", folder)  # the dataset's content hash already covers its data files alone
     return sha256_json({f.name: sha256_file(f) for f in sorted(folder.glob("*.safetensors"))})
 
 
@@ -94,8 +94,8 @@ def write_build_record(root: str | Path, paths: dict[str, Path], built_now: set[
 
 
 def describe_build(record: dict) -> str:
-    """One line: the build id and each part's short hash, the form `unilens eval` prints."""
-    parts = ", ".join(f"{DEPENDENCY_OF_PART[p]} {e['hash'][:12]}" for p, e in record["parts"].items())
+    """One line: the build id and its parts' short hashes, in the form of the `build` column of `unilens eval`."""
+    parts = dependency_label({DEPENDENCY_OF_PART[p]: e for p, e in record["parts"].items()})
     return f"build {record['build']} ({parts})"
 
 

@@ -10,6 +10,7 @@ import torch
 
 from models.build import build_model, build_spaces
 from models.evaluate import EvalConfig, Evaluator, checkpoints_of, run_eval, summary_table
+from models.fingerprint import DEPENDENCY_OF_PART
 from models.generate import collate_prompts, generate_image_tokens, generation_prompt, greedy_answers, question_prompts
 from models.presets import FreezeConfig
 from models.reader import ReaderConfig, load_reader, train_reader
@@ -105,9 +106,8 @@ def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_reader, tmp_path):
     build = json.loads((Path(cfg.model.llm).parent / "build.json").read_text())
     label = summary["build"].unique()
     assert len(label) == 1
-    for dep in ("llm", "vq_encoder", "dataset"):
-        part = {"llm": "lm", "vq_encoder": "vq", "dataset": "data"}[dep]
-        assert f"{dep}:{build['parts'][part]['hash'][:12]}" in label[0]
+    for part in ("lm", "vq", "data"):
+        assert f"{DEPENDENCY_OF_PART[part]}:{build['parts'][part]['hash'][:12]}" in label[0]
     assert "semantic_encoder" not in label[0]  # a vq-vq model does not depend on it
 
 

@@ -48,12 +48,12 @@ def main() -> None:
     for name, p in model.named_parameters():
         if p.requires_grad:
             groups["lora" if name.startswith("llm.") else "adapters"].append(p)
+    params = [p for ps in groups.values() for p in ps]
     rows = []
     for b in range(args.batches):
         out = trainer.step_loss(step + b)
         # the image part alone: the same forward and normalisation with every text weight zero
         image_only = trainer.step_loss(step + b, text_scale=0.0)["loss"]
-        params = [p for ps in groups.values() for p in ps]
         total = torch.autograd.grad(out["loss"], params, retain_graph=True, allow_unused=True)
         image = torch.autograd.grad(image_only, params, allow_unused=True)
         start = 0
