@@ -406,6 +406,10 @@ def summary_table(
                 t = summarize(subset, by, ("choice",), n_boot=n_boot)
                 parts.append(_tidy(t.melt(id_vars=[*by, "n"], var_name="metric_col", value_name="v"), task, by))
     if reliance is not None and len(reliance):
+        t = summarize(image_gap(reliance), ["attribute"], ("gap",), n_boot=n_boot)
+        parts.append(
+            _tidy(t.melt(id_vars=["attribute", "n"], var_name="metric_col", value_name="v"), "image_gap", ["attribute"])
+        )
         for condition, part in reliance.groupby("condition"):
             t = summarize(part, ["attribute"], ("answer_nll", "exact_tf"), n_boot=n_boot)
             t = t.melt(id_vars=["attribute", "n"], var_name="metric_col", value_name="v")
@@ -446,6 +450,15 @@ def summary_table(
             )
         )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def image_gap(reliance: pd.DataFrame) -> pd.DataFrame:
+    """Per question: the answer's loss with another record's image minus with its own (`gap`, nats). Paired per
+    question, so the priors cancel: 0 means the answer does not use the image, whatever the accuracy. Why not the
+    two conditions' means apart: their CIs overlap long after the paired difference is clearly above 0."""
+    keys = ["image", "attribute", "turn"]
+    wide = reliance.pivot_table(index=keys, columns="condition", values="answer_nll").reset_index()
+    return wide.assign(gap=wide["swapped"] - wide["true"])[[*keys, "true", "swapped", "gap"]]
 
 
 def prompt_gain(prompt: pd.DataFrame) -> pd.DataFrame:

@@ -93,7 +93,7 @@ def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_reader, tmp_path):
         log=lambda *_: None,
     )
     assert set(summary["checkpoint"]) == {c.name for c in checkpoints_of(cfg.out, "all")}
-    assert {"vqa", "vqa_first_turn", "vqa_later_turns", "caption", "generation"} <= set(summary["task"])
+    assert {"vqa", "vqa_first_turn", "vqa_later_turns", "caption", "generation", "image_gap"} <= set(summary["task"])
     assert {"task", "attribute", "value", "metric", "mean", "lo", "hi", "n", "variant", "preset", "mixture"} <= set(
         summary.columns
     )
@@ -322,6 +322,40 @@ def test_prompt_reliance_scores_the_training_loss_and_moves_prompts_not_images(l
     assert np.allclose(per_image["gain"], per_image["swapped"] - per_image["true"])
     summary = summary_table(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), 50, prompt=table)
     assert set(summary["metric"]) == {"true", "swapped", "gain"} and set(summary["task"]) == {"prompt_reliance"}
+
+
+def test_image_gap_pairs_each_question_with_itself_under_a_swapped_image():
+    """Hand-made losses: a model that reads the corner (2 nats dearer with another image) and one that answers the
+    weather from priors (same loss whatever the image). The gap is paired per question, so the priors' spread
+    across questions (0.1 to 3.0 nats here) does not enter it, and its CI excludes 0 only where the image is used."""
+    from models.evaluate import image_gap
+
+    rows = []
+    for image in range(40):
+        prior = 0.1 + 2.9 * (image % 7) / 6  # each question's own difficulty, shared by both conditions
+        for attribute, used in (("weather_pos", 2.0), ("weather", 0.0)):
+            for condition, extra in (("true", 0.0), ("swapped", used)):
+                rows.append(
+                    dict(
+                        image=f"im{image}",
+                        attribute=attribute,
+                        turn=0,
+                        condition=condition,
+                        answer_nll=prior + extra,
+                        exact_tf=1.0,
+                    )
+                )
+    reliance = pd.DataFrame(rows)
+    gaps = image_gap(reliance)
+    assert len(gaps) == 80
+    assert np.allclose(gaps.loc[gaps.attribute == "weather_pos", "gap"], 2.0)
+    assert np.allclose(gaps.loc[gaps.attribute == "weather", "gap"], 0.0)
+    empty = pd.DataFrame()
+    summary = summary_table(empty, empty, empty, n_boot=50, reliance=reliance)
+    gap = summary[summary.task == "image_gap"].set_index("attribute")
+    assert set(gap.metric) == {"gap"} and set(gap.n) == {40}
+    assert gap.loc["weather_pos", "mean"] == pytest.approx(2.0) and gap.loc["weather_pos", "lo"] == pytest.approx(2.0)
+    assert gap.loc["weather", "mean"] == pytest.approx(0.0) and gap.loc["weather", "hi"] == pytest.approx(0.0)
 
 
 @pytest.mark.parametrize("variant", ["vq-vq", "sem-sem"])
