@@ -21,7 +21,7 @@ from models.evaluate import checkpoints_of
 from models.presets import manifest_preset
 from probes.attribution import attribution_patching, integrated_gradients
 from probes.hooks import HookedVLM
-from probes.pairs import PATCHABLE, build_pairs
+from probes.pairs import PATCHABLE, build_pairs, pair_change
 from probes.patching import Cell, patch_sweep
 from tasks.records import load_dataset
 from tasks.render import render_array
@@ -140,9 +140,11 @@ def patch_model(
     for attribute in cfg.attributes:
         pairs = build_pairs(built, watches, attribute, image_size, seed=cfg.seed)
         clean, corrupt = pairs.clean.to(device), pairs.corrupt.to(device)
+        changes = {i: pair_change(a, b, attribute) for i, (a, b) in enumerate(pairs.watches)}
         good, bad = pairs.good.to(device), pairs.bad.to(device)
         for mode in cfg.modes:
             df = patch_sweep(model, clean, corrupt, good, bad, cells, mode=mode, batch_cells=cfg.batch_cells)
+            df["change"] = df["example"].map(changes)
             if mode == "denoise":  # the gradient estimate of the same cells, for the estimated-vs-true check
                 est = attribution_patching(model, clean, corrupt, good, bad, cells)
                 df = df.merge(est[["site", "group", "example", "estimated_change"]], on=["site", "group", "example"])
@@ -185,10 +187,12 @@ def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
     summary = summarize_effects(per_example, keys, cfg.n_boot, cfg.seed, cfg.min_gap)
     atomic_write_text(out / "patching.csv", per_example.to_csv(index=False))
     atomic_write_text(out / "patching_summary.csv", summary.to_csv(index=False))
+    by_change = summarize_effects(per_example, [*keys, "change"], cfg.n_boot, cfg.seed, cfg.min_gap)
+    atomic_write_text(out / "patching_by_change.csv", by_change.to_csv(index=False))
     for attribute in cfg.attributes:
         for mode in cfg.modes:
             plot_patching(summary, attribute, mode, out / f"patching_{attribute}_{mode}.png")
             plot_patching_heatmap(summary, attribute, mode, out / f"patching_heatmap_{attribute}_{mode}.png")
     if "estimated_change" in per_example:
         plot_attribution_check(per_example, out / "attribution_vs_true_patching.png")
-    return {"patching": per_example, "summary": summary}
+    return {"patching": per_example, "summary": summary, "by_change": by_change}

@@ -48,6 +48,17 @@ def counterfactual(watch: Watch, attribute: str, rng: np.random.Generator) -> Wa
     return dataclasses.replace(watch, **{attribute: choices[int(rng.integers(len(choices)))]})
 
 
+def pair_change(clean: Watch, corrupt: Watch, attribute: str) -> str:
+    """What a pair changes, as the answer sees it: a corner's `row` (the answers part at their first token, "top"
+    vs "bottom"; a diagonal move included) or only its `column` (they share "top-" and part at "left"/"right"), or
+    the `value` of any other attribute. Rows and columns are read out in different blocks, so effects are
+    summarised per change too."""
+    before, after = getattr(clean, attribute), getattr(corrupt, attribute)
+    if attribute not in ("weather_pos", "battery_pos"):
+        return "value"
+    return "row" if before.split("-")[0] != after.split("-")[0] else "column"
+
+
 @torch.no_grad()
 def encode_images(encoder, pixels: np.ndarray) -> np.ndarray:
     """uint8 images -> what a space stores: semantic features (N, T, D) or VQ codes (N, T)."""

@@ -70,7 +70,7 @@ def test_counterfactual_pairs_change_exactly_one_attribute(loaded_vq_run, attrib
 
     import numpy as np
 
-    from probes.pairs import build_pairs
+    from probes.pairs import build_pairs, pair_change
     from tasks.render import render_array
     from tasks.world import Watch
 
@@ -82,6 +82,13 @@ def test_counterfactual_pairs_change_exactly_one_attribute(loaded_vq_run, attrib
         changed = {k for k, v in dataclasses.asdict(clean_w).items() if dataclasses.asdict(corrupt_w)[k] != v}
         assert changed == {attribute}
         assert corrupt_w.weather_pos != corrupt_w.battery_pos
+    changes = [pair_change(a, b, attribute) for a, b in pairs.watches]
+    if attribute == "weather":
+        assert set(changes) == {"value"}
+    else:  # a row change parts the answers at their first token, a column change after the shared "top-"
+        for (clean_w, corrupt_w), change in zip(pairs.watches, changes, strict=True):
+            same_row = getattr(clean_w, attribute).split("-")[0] == getattr(corrupt_w, attribute).split("-")[0]
+            assert change == ("column" if same_row else "row")
     # the clean image is the dataset's own rendering of that watch
     ids = [r["image"] for r in dataset.test]
     first = dataset.images[next(iter(dict.fromkeys(ids)))]
@@ -123,6 +130,9 @@ def test_patch_cli_writes_tables_and_figures(trained_runs, tmp_path):
     assert summary["effect"].notna().all()
     assert (tmp_path / "patch" / "patching_weather_denoise.png").stat().st_size > 10_000
     per_example = pd.read_csv(tmp_path / "patch" / "patching.csv")
+    assert set(per_example["change"]) == {"value"}  # a weather pair changes the value, never a row or column
+    by_change = pd.read_csv(tmp_path / "patch" / "patching_by_change.csv")
+    assert len(by_change) == len(summary) and set(by_change["change"]) == {"value"}
     assert per_example.loc[per_example["mode"] == "denoise", "estimated_change"].notna().all()
     assert (tmp_path / "patch" / "attribution_vs_true_patching.png").is_file()
     ig = pd.read_csv(tmp_path / "patch" / "ig_convergence.csv")
