@@ -3,14 +3,16 @@
 A corner pair (probes/pairs.py) moves the icon to another free corner: the row changes (the answers part at their
 first token, "top" vs "bottom") or only the column does (they share "top-" and part at "left" vs "right"). The two
 are different read-outs, and models on semantic input read only rows (docs/results/2026-12-02, eighth part), so the
-pooled patching effect mixes them. This script rebuilds each pair's watches exactly as `build_pairs` draws them
-(same test watches, same seed) and summarises the effect per model x attribute x change x group x layer as the
-ratio of mean differences (patched - corrupt) / (clean - corrupt), with a 95% bootstrap CI over pairs.
+pooled patching effect mixes them. `unilens patch` now tags every pair with its change (`probes.pairs.pair_change`)
+and writes `patching_by_change.csv`; for results written before, this script rebuilds each pair's watches exactly
+as `build_pairs` draws them (same test watches, same seed) and summarises them with the same function
+(`analyses.patch_layers.summarize_effects`: ratio of mean differences, 95% bootstrap CI over pairs).
 
     python docs/results/2026-12-02/alignment/patch_split.py PATCH_DIR DATASET_DIR [--seed 0] [--mode denoise]
 
-Writes PATCH_DIR/patching_by_change.csv and PATCH_DIR/patching_by_change.png (layer on x, one panel per
-attribute x change and group, one line per model; models whose answer does not tell a pair apart are not drawn).
+Writes PATCH_DIR/patching_by_change.csv (the library's table, when missing) and PATCH_DIR/patching_by_change.png
+(layer on x, one panel per attribute x change and group, one line per model; models whose answers do not tell the
+pairs apart, `separates` false, are not drawn).
 """
 
 from __future__ import annotations
@@ -22,29 +24,35 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from probes.pairs import counterfactual
+from analyses.patch_layers import summarize_effects
+from probes.pairs import counterfactual, pair_change
 from tasks.records import load_dataset
 from tasks.world import Watch
 
+KEYS = ["model", "attribute", "mode", "site", "site_kind", "layer", "group", "change"]  # as `unilens patch` writes
+
 
 def pair_changes(dataset_dir: str, attribute: str, n_pairs: int, seed: int) -> list[str]:
-    """'row' or 'column' for each pair `build_pairs` makes from the first `n_pairs` test watches."""
+    """What each pair `build_pairs` makes from the first `n_pairs` test watches changes."""
     dataset = load_dataset(dataset_dir)
     watches = list({r["image"]: Watch.from_dict(r["watch"]) for r in dataset.test}.values())[:n_pairs]
     rng = np.random.default_rng(seed)
-    changes = []
-    for w in watches:
-        before, after = getattr(w, attribute), getattr(counterfactual(w, attribute, rng), attribute)
-        changes.append("row" if before.split("-")[0] != after.split("-")[0] else "column")
-    return changes
+    return [pair_change(w, counterfactual(w, attribute, rng), attribute) for w in watches]
 
 
-def ratio_ci(d: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    rng = np.random.default_rng(seed)
-    num, den = (d["patched"] - d["corrupt"]).to_numpy(), (d["clean"] - d["corrupt"]).to_numpy()
-    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
-    boots = num[idx].mean(1) / den[idx].mean(1)
-    return num.mean() / den.mean(), *np.percentile(boots, [2.5, 97.5])
+def by_change(folder: Path, dataset_dir: str, seed: int) -> pd.DataFrame:
+    """The library's per-change summary, computed here for results written before it existed."""
+    if (folder / "patching_by_change.csv").is_file():
+        return pd.read_csv(folder / "patching_by_change.csv")
+    per_example = pd.read_csv(folder / "patching.csv")
+    n_pairs = int(per_example["example"].max()) + 1
+    change_of = {a: pair_changes(dataset_dir, a, n_pairs, seed) for a in per_example["attribute"].unique()}
+    per_example["change"] = [
+        change_of[a][e] for a, e in zip(per_example["attribute"], per_example["example"], strict=True)
+    ]
+    table = summarize_effects(per_example, KEYS, seed=seed)
+    table.to_csv(folder / "patching_by_change.csv", index=False)
+    return table
 
 
 def main() -> None:
@@ -53,33 +61,10 @@ def main() -> None:
     ap.add_argument("dataset")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mode", default="denoise")
-    ap.add_argument(
-        "--min-gap", type=float, default=0.2, help="models whose mean clean - corrupt is smaller: not drawn"
-    )
     args = ap.parse_args()
     folder = Path(args.patch_dir)
-    per_example = pd.read_csv(folder / "patching.csv")
-    per_example = per_example[per_example["mode"] == args.mode]
-    corner = per_example[per_example["attribute"].isin(["weather_pos", "battery_pos"])].copy()
-    n_pairs = int(corner["example"].max()) + 1
-    change_of = {a: pair_changes(args.dataset, a, n_pairs, args.seed) for a in corner["attribute"].unique()}
-    corner["change"] = [change_of[a][e] for a, e in zip(corner["attribute"], corner["example"], strict=True)]
-    rows = []
-    for key, d in corner.groupby(["model", "attribute", "change", "group", "layer"]):
-        effect, lo, hi = ratio_ci(d)
-        gap = (d["clean"] - d["corrupt"]).mean()
-        rows.append(
-            dict(
-                zip(("model", "attribute", "change", "group", "layer"), key, strict=True),
-                n=len(d),
-                clean_minus_corrupt=gap,
-                effect=effect,
-                lo=lo,
-                hi=hi,
-            )
-        )
-    table = pd.DataFrame(rows)
-    table.to_csv(folder / "patching_by_change.csv", index=False)
+    table = by_change(folder, args.dataset, args.seed)
+    table = table[(table["mode"] == args.mode) & table["change"].isin(["row", "column"])]
 
     panels = [(a, c) for a in ("weather_pos", "battery_pos") for c in ("row", "column")]
     groups = [g for g in ("image", "answer", "template", "question") if g in set(table["group"])]
@@ -91,7 +76,7 @@ def main() -> None:
             for model, m in d.groupby("model"):
                 m = m.sort_values("layer")
                 n = int(m["n"].iloc[0])
-                if m["clean_minus_corrupt"].iloc[0] < args.min_gap:  # the answer does not tell the pair apart
+                if not m["separates"].iloc[0]:  # the answers do not tell the pairs apart: effects are noise
                     ax.plot([], [], " ", label=f"{model}: no gap, not drawn")
                     continue
                 ax.plot(
