@@ -82,6 +82,9 @@ def _test_records(dataset: WorldDataset, task: str, limit: int, split: str = "te
     return rows[:limit] if limit else rows
 
 
+GRID_HEADER = 16  # pixels of column titles above a grid's first row
+
+
 class Evaluator:
     def __init__(self, built: Built, dataset: WorldDataset, cache_dir: str | Path, cfg: EvalConfig):
         self.built = built
@@ -321,13 +324,19 @@ class Evaluator:
         size = self.dataset.image_size
         cell = max(size, 160)
         reconstructed = generated.get("reconstructed")
-        columns = 3 if reconstructed is None else 4
-        sheet = Image.new("RGB", (columns * cell, len(records) * (size + 4)), "white")
-        draw = ImageDraw.Draw(sheet)
         # features have no pixels: show each generation by the training image whose features are nearest
         nearest = self.nearest_training_images(generated["tokens"][:n]) if generated["pixels"] is None else None
+        titles = ["prompt", "ground truth"]
+        titles += [] if reconstructed is None else ["tokenizer (truth re-coded)"]
+        titles += ["generated" if nearest is None else "generated: nearest train"]
+        # titles sit in a band above the images: a label drawn on an image hides its top-left corner, where the
+        # weather icon or the battery may be exactly what the reader is asked to judge
+        sheet = Image.new("RGB", (len(titles) * cell, GRID_HEADER + len(records) * (size + 4)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for c, title in enumerate(titles):
+            draw.text((c * cell + 2, 2), title, fill="black")
         for i, rec in enumerate(records):
-            y = i * (size + 4)
+            y = GRID_HEADER + i * (size + 4)
             prompt = rec["conversations"][0]["value"]
             words, lines, line = prompt.split(), [], ""
             for w in words:
@@ -337,15 +346,11 @@ class Evaluator:
                 line += w + " "
             lines.append(line)
             draw.multiline_text((2, y + 2), "\n".join(lines[:9]), fill="black", spacing=1)
-            sheet.paste(Image.fromarray(self.dataset.images[rec["image"]]), (cell, y))
-            if reconstructed is not None:
-                sheet.paste(Image.fromarray(reconstructed[i]), (2 * cell, y))
-                draw.text((2 * cell + 2, y + 2), "tokenizer", fill="gray")
-            if generated["pixels"] is not None:
-                sheet.paste(Image.fromarray(generated["pixels"][i]), ((columns - 1) * cell, y))
-            else:
-                sheet.paste(Image.fromarray(self.dataset.images[nearest[i]]), (2 * cell, y))
-                draw.text((2 * cell + 2, y + 2), "nearest train", fill="gray")
+            shown = [self.dataset.images[rec["image"]]]
+            shown += [] if reconstructed is None else [reconstructed[i]]
+            shown += [generated["pixels"][i] if nearest is None else self.dataset.images[nearest[i]]]
+            for c, image in enumerate(shown, start=1):
+                sheet.paste(Image.fromarray(image), (c * cell, y))
         sheet.save(path)
 
     @torch.no_grad()

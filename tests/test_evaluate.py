@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.build import build_model, build_spaces
-from models.evaluate import EvalConfig, Evaluator, checkpoints_of, run_eval, summary_table
+from models.evaluate import GRID_HEADER, EvalConfig, Evaluator, checkpoints_of, run_eval, summary_table
 from models.fingerprint import DEPENDENCY_OF_PART
 from models.generate import collate_prompts, generate_image_tokens, generation_prompt, greedy_answers, question_prompts
 from models.presets import FreezeConfig
@@ -276,7 +276,15 @@ def test_semantic_generations_are_shown_by_their_nearest_training_image(trained_
     assert ev.nearest_training_images(own) == ids
     _, generated = ev.generation(None, None)
     ev.grid(generated, tmp_path / "grid.png", 4)
-    assert (tmp_path / "grid.png").stat().st_size > 1000
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
+    cell, size = max(dataset.image_size, 160), dataset.image_size
+    nearest = ev.nearest_training_images(generated["tokens"][:4])
+    assert sheet.shape[1] == 3 * cell
+    for i, image_id in enumerate(nearest):
+        y = GRID_HEADER + i * (size + 4)
+        assert np.array_equal(sheet[y : y + size, 2 * cell : 2 * cell + size], dataset.images[image_id])
 
 
 def test_train_split_scores_training_images_into_its_own_folder(trained_runs, tmp_path):
@@ -432,7 +440,15 @@ def test_generation_ceiling_is_the_score_of_the_true_images_tokens(trained_runs,
     assert (perfect["ceiling"] == table["ceiling"]).all()  # the ceiling does not depend on what was generated
     assert np.array_equal(copied["pixels"], copied["reconstructed"])
     ev.grid(generated, tmp_path / "grid.png", 3)
-    assert Image.open(tmp_path / "grid.png").width == 4 * max(dataset.image_size, 160)
+    sheet = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
+    cell, size = max(dataset.image_size, 160), dataset.image_size
+    assert sheet.shape[1] == 4 * cell
+    for i, rec in enumerate(generated["records"][:3]):
+        y = GRID_HEADER + i * (size + 4)
+        shown = (dataset.images[rec["image"]], generated["reconstructed"][i], generated["pixels"][i])
+        # each cell is its image untouched: no label may cover a corner the reader is asked about
+        for column, image in enumerate(shown, start=1):
+            assert np.array_equal(sheet[y : y + size, column * cell : column * cell + size], image)
     summary = summary_table(pd.DataFrame(), pd.DataFrame(), table, n_boot=20)
     assert {"correct", "ceiling"} <= set(summary[summary["task"] == "generation"]["metric"])
 
