@@ -394,3 +394,57 @@ def plot_encoder_probes(df: pd.DataFrame, path: str | Path | None = None):
     ax.set_title("Do the input spaces carry what the questions ask? (linear probes, held-out images)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: bars reach both corners
     return _save(fig, path)
+
+
+def eval_baselines(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per scored attribute, what a model that ignores its input would score, from the summary's per-value rows:
+    for multiple choice a guess among the values the test questions use (1 / values), for generation a generator
+    that always draws the commonest prompted value (that value's share of the prompts)."""
+    rows = []
+    per_value = summary[(summary["value"] != "all") & summary["task"].isin(["vqa_choice", "generation"])]
+    per_value = per_value[per_value["metric"].isin(["choice", "correct"])]
+    for (task, attribute, step), d in per_value.groupby(["task", "attribute", "step"]):
+        baseline = 1 / d["value"].nunique() if task == "vqa_choice" else d["n"].max() / d["n"].sum()
+        rows.append({"task": task, "attribute": attribute, "step": step, "baseline": baseline})
+    if not rows:
+        return pd.DataFrame(columns=["task", "attribute", "baseline"])
+    return pd.DataFrame(rows).groupby(["task", "attribute"], as_index=False)["baseline"].mean()
+
+
+def plot_eval_curves(summary: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
+    """Scores over training from `unilens eval`'s summary.csv: understanding by multiple choice over every VQA turn,
+    and generation read back per prompted attribute with its ceiling (the tokenizer's rendering of the truth, read
+    by the same reader). Dashed: the input-blind baseline of `eval_baselines`."""
+    whole = summary[summary["value"] == "all"]
+    coarse = ("weather", "weather_pos", "battery_pos")
+    panels = (
+        ("vqa_choice", "choice", coarse, "understanding: multiple choice, every VQA turn"),
+        ("generation", "correct", coarse, "generation: prompted weather and corners read back"),
+        ("generation", "correct", ("battery_decile", "hour", "minute5"), "generation: prompted battery and time"),
+    )
+    baselines = eval_baselines(summary)
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.2), sharey=True)
+    for ax, (task, metric, attributes, label) in zip(axes, panels, strict=True):
+        d = whole[(whole["task"] == task) & (whole["metric"] == metric) & whole["attribute"].isin(attributes)]
+        ceilings = whole[(whole["task"] == task) & (whole["metric"] == "ceiling")]
+        if d.empty:
+            ax.text(0.5, 0.5, "not scored", ha="center", transform=ax.transAxes)
+        for attribute, ad in d.groupby("attribute"):
+            ad = ad.sort_values("step")
+            line = ax.plot(ad["step"], ad["mean"], marker="o", label=attribute)[0]
+            ax.fill_between(ad["step"], ad["lo"], ad["hi"], color=line.get_color(), alpha=0.2)
+            ceiling = ceilings[ceilings["attribute"] == attribute]
+            if len(ceiling):
+                ax.axhline(ceiling["mean"].mean(), color=line.get_color(), ls=":", lw=1)
+            base = baselines[(baselines["task"] == task) & (baselines["attribute"] == attribute)]
+            if len(base):
+                ax.axhline(base["baseline"].iloc[0], color=line.get_color(), ls="--", lw=1)
+        ax.set_xlabel("optimizer step")
+        ax.set_title(label, fontsize=10)
+        ax.set_ylim(0, 1.02)
+        if len(d):
+            ax.legend(fontsize=7, title="solid: model; --: input-blind; :: ceiling", title_fontsize=7)
+    axes[0].set_ylabel("accuracy (95% CI over test images)")
+    fig.suptitle(title or "Does the model read its image and draw what it is asked, over training?")
+    fig.tight_layout()
+    return _save(fig, path)

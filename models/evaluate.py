@@ -559,6 +559,15 @@ def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
     return chosen
 
 
+def eval_folder(ckpts: list[Path], out: str | Path | None, split: str) -> Path:
+    """Where `run_eval` writes: `out` when given, else `eval/` beside the run's checkpoints (or inside a lone
+    checkpoint); another split gets `eval_{split}/`, so that it never overwrites the test scores."""
+    if out:
+        return Path(out)
+    folder = "eval" if split == "test" else f"eval_{split}"
+    return ckpts[0].parent.parent / folder if ckpts[0].parent.name == "checkpoints" else ckpts[0] / folder
+
+
 def run_eval(
     target: str | Path, out: str | Path | None, cfg: EvalConfig, reader_dir: str | None, which: str = "last", log=print
 ) -> pd.DataFrame:
@@ -570,12 +579,7 @@ def run_eval(
     from unilens.io import atomic_write_text
 
     ckpts = checkpoints_of(target, which)
-    folder = "eval" if cfg.split == "test" else f"eval_{cfg.split}"  # never overwrite the test scores
-    out = (
-        Path(out)
-        if out
-        else (ckpts[0].parent.parent / folder if ckpts[0].parent.name == "checkpoints" else ckpts[0] / folder)
-    )
+    out = eval_folder(ckpts, out, cfg.split)
     out.mkdir(parents=True, exist_ok=True)
     reader = load_reader(reader_dir) if reader_dir else None
     tables = {

@@ -412,7 +412,7 @@ def test_no_understanding_scores_generation_alone(trained_runs, tmp_path):
     run = trained_runs["vq-vq"].out
     main(["eval", str(run), "--out", str(tmp_path / "eval"), "--limit", "4", "--no-understanding"])
     written = {p.name for p in (tmp_path / "eval").iterdir()}
-    assert {"prompt_reliance.csv", "generation.csv", "summary.csv"} <= written
+    assert {"prompt_reliance.csv", "generation.csv", "summary.csv", "scores.png"} <= written
     assert not written & {"vqa.csv", "choices.csv", "captions.csv", "image_reliance.csv"}
     tasks = set(pd.read_csv(tmp_path / "eval" / "summary.csv")["task"])
     assert "prompt_reliance" in tasks and not any(t.startswith(("vqa", "caption", "teacher")) for t in tasks)
@@ -490,3 +490,25 @@ def test_tokenizer_ceiling_reads_the_images_and_their_reconstructions(tiny_embed
     VQEncoder(VQVAE(VQConfig(image_size=64, channels=16))).save_pretrained(tmp_path / "vq64")
     assert main(["reader", "ceiling", str(tmp_path / "vq64"), *args, str(tmp_path / "ceil2")]) == 2
     assert "takes 64 px images, the dataset's are 32 px" in capsys.readouterr().err
+
+
+def test_eval_baselines_are_a_guess_for_choices_and_the_commonest_prompt_for_generation(tmp_path):
+    """The dashed lines of scores.png: 1 / values for multiple choice, the commonest prompted value's share for
+    generation (38 of 100 prompts ask for sunny: a generator that always draws sunny scores 0.38)."""
+    from analyses.plots import eval_baselines, plot_eval_curves
+
+    rows = []
+    for step in (100, 200):
+        for value, n in (("sunny", 38), ("cloudy", 33), ("raining", 29)):
+            rows.append(dict(task="generation", attribute="weather", value=value, metric="correct", n=n, step=step))
+            rows.append(dict(task="vqa_choice", attribute="weather", value=value, metric="choice", n=n, step=step))
+        for value in ("top-left", "top-right", "bottom-left", "bottom-right"):
+            rows.append(dict(task="vqa_choice", attribute="weather_pos", value=value, metric="choice", n=9, step=step))
+        rows.append(dict(task="generation", attribute="weather", value="all", metric="correct", n=100, step=step))
+    summary = pd.DataFrame(rows).assign(mean=0.5, lo=0.4, hi=0.6)
+    base = eval_baselines(summary).set_index(["task", "attribute"])["baseline"]
+    assert base[("generation", "weather")] == pytest.approx(0.38)
+    assert base[("vqa_choice", "weather")] == pytest.approx(1 / 3)
+    assert base[("vqa_choice", "weather_pos")] == pytest.approx(0.25)
+    plot_eval_curves(summary, tmp_path / "scores.png")
+    assert (tmp_path / "scores.png").stat().st_size > 1000

@@ -146,7 +146,8 @@ def _reader_ceiling(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from models.evaluate import EvalConfig, run_eval
+    from analyses.plots import plot_eval_curves
+    from models.evaluate import EvalConfig, checkpoints_of, eval_folder, run_eval
 
     cfg = EvalConfig(
         limit=args.limit,
@@ -157,7 +158,10 @@ def _eval(args: argparse.Namespace) -> None:
         fid_weights=args.fid_weights or "",
         guidance=args.guidance,
     )
-    run_eval(args.target, args.out, cfg, args.reader, which=args.checkpoints)
+    summary = run_eval(args.target, args.out, cfg, args.reader, which=args.checkpoints)
+    if len(summary):
+        folder = eval_folder(checkpoints_of(args.target, args.checkpoints), args.out, args.split)
+        plot_eval_curves(summary, folder / "scores.png")
 
 
 def _config_with_out(cls, args: argparse.Namespace):
