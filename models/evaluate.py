@@ -422,7 +422,7 @@ def summary_table(
     if len(vqa):
         for task, subset in by_turn(vqa, "vqa"):
             for by in (["attribute"], ["attribute", "value"]):
-                t = summarize(subset, by, ("soft", "exact"), n_boot=n_boot)
+                t = summarize(subset, by, ("soft", "exact", "hour"), n_boot=n_boot)
                 t = t.melt(id_vars=[*by, "n"], var_name="metric_col", value_name="v")
                 parts.append(_tidy(t, task, by))
     if len(captions):
@@ -487,7 +487,7 @@ def choice_predictions(choices: pd.DataFrame, among: dict[str, list[str]] | None
 
 
 def _tidy(melted: pd.DataFrame, task: str, by: list[str]) -> pd.DataFrame:
-    melted = melted.copy()
+    melted = melted.dropna(subset=["v"]).copy()  # metrics a group does not have (summarize leaves them out)
     melted["metric"] = melted["metric_col"].str.replace(r"_(lo|hi)$", "", regex=True)
     melted["stat"] = melted["metric_col"].str.extract(r"_(lo|hi)$")[0].fillna("mean")
     wide = melted.pivot_table(index=[*by, "n", "metric"], columns="stat", values="v").reset_index()

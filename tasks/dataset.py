@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from tasks.render import render_array
-from tasks.templates import VQA_TURNS, caption_conversation, generation_conversation, vqa_conversation
+from tasks.templates import ALL_ATTRIBUTES, VQA_TURNS, caption_conversation, generation_conversation, vqa_conversation
 from tasks.world import ATTRIBUTE_VALUES, Nuisance, Watch, sample_watch, validate_frequencies
 from unilens.config import to_dict
 from unilens.errors import UnilensError
@@ -50,6 +50,9 @@ class DataConfig:
     # icon's column (docs/results/2026-11-22 recipe_search); the paper had 60k images. Test records always keep the
     # paper's layout, so scores stay comparable.
     vqa_turns: str = "paper"
+    # With vqa_turns "all": the attributes training VQA records ask (empty: all five). Why offered: a focused arm,
+    # e.g. [time], asks whether the model can learn to read one attribute at all when every question is about it.
+    vqa_attributes: list[str] = field(default_factory=list)
     und_frequencies: dict = field(default_factory=dict)
     gen_frequencies: dict = field(default_factory=dict)
     nuisance: Nuisance = field(default_factory=Nuisance)
@@ -69,6 +72,11 @@ class DataConfig:
             )
         if self.vqa_turns not in VQA_TURNS:
             raise UnilensError(f"unknown vqa_turns '{self.vqa_turns}'; choose one of {list(VQA_TURNS)}")
+        unknown = [a for a in self.vqa_attributes if a not in ALL_ATTRIBUTES]
+        if unknown:
+            raise UnilensError(f"vqa_attributes: unknown attribute(s) {unknown}; choose among {list(ALL_ATTRIBUTES)}")
+        if self.vqa_attributes and self.vqa_turns != "all":
+            raise UnilensError("vqa_attributes needs vqa_turns: all (the paper's layout draws its own attributes)")
         if not 16 <= self.image_size <= 1024:
             raise UnilensError(f"image_size {self.image_size} is outside 16..1024")
         und = validate_frequencies(self.und_frequencies)
@@ -197,7 +205,9 @@ def make_dataset(cfg: DataConfig, out: str | Path, overwrite: bool = False, prog
                 # its own stream, so captions, generation prompts and every test record stay byte-identical
                 for rec in records:
                     if rec["task"] == "vqa":
-                        rec["conversations"] = vqa_conversation(watch, turns_rng, cfg.vqa_turns)
+                        rec["conversations"] = vqa_conversation(
+                            watch, turns_rng, cfg.vqa_turns, tuple(cfg.vqa_attributes)
+                        )
             train.extend(records)
         images.flush()
         del images

@@ -82,6 +82,14 @@ def soft_score(attribute: str, text: str, truth) -> float:
     return float(re.search(rf"\b{truth}\b", low) is not None)
 
 
+def hour_match(text: str, truth: tuple[int, int, int]) -> float:
+    """1 when a time answer names the true hour on the dial (mod 12), else 0. Why: the soft time score sits at its
+    chance level 0.5 until minutes and seconds are read too, so it cannot tell a model that reads the short hand
+    (soft 0.67 at most) from one that reads nothing; the hour alone can (chance 1/12)."""
+    value = parse_answer("time", text)
+    return 0.0 if value is None else float(value[0] % 12 == truth[0] % 12)
+
+
 def exact_match(attribute: str, text: str, truth) -> float:
     value = parse_answer(attribute, text)
     return 0.0 if value is None else exact_match_value(attribute, value, truth)
@@ -112,6 +120,7 @@ def score_vqa(rows: Sequence[dict]) -> pd.DataFrame:
                 "prediction": row["prediction"],
                 "soft": soft_score(row["attribute"], row["prediction"], truth),
                 "exact": exact_match(row["attribute"], row["prediction"], truth),
+                "hour": hour_match(row["prediction"], truth) if row["attribute"] == "time" else np.nan,
             }
         )
     return pd.DataFrame(out)
@@ -194,13 +203,16 @@ def bootstrap_ci(
 def summarize(
     scored: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] = ("soft", "exact"), **boot
 ) -> pd.DataFrame:
-    """One row per group with mean and bootstrap CI (resampling images) of each metric."""
+    """One row per group with mean and bootstrap CI (resampling images) of each metric; a metric a group does not
+    have (all NaN, e.g. the hour of a weather answer) is left out of that group's row."""
     rows = []
     for key, group in scored.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key, strict=True))
         row["n"] = len(group)
         for m in metrics:
+            if m not in group or group[m].isna().all():
+                continue
             mean, lo, hi = bootstrap_ci(group[m].to_numpy(), group["image"].to_numpy(), **boot)
             row.update({m: mean, f"{m}_lo": lo, f"{m}_hi": hi})
         rows.append(row)

@@ -146,12 +146,20 @@ def all_attributes(rng: np.random.Generator) -> list[str]:
     return [ALL_ATTRIBUTES[i] for i in rng.permutation(len(ALL_ATTRIBUTES))]
 
 
-def vqa_conversation(watch: Watch, rng: np.random.Generator, turns: str = "paper") -> list[dict]:
-    """A VQA record: the paper's turn layout (`vqa_attributes`), or every attribute once ("all")."""
+def vqa_conversation(
+    watch: Watch, rng: np.random.Generator, turns: str = "paper", only: tuple[str, ...] = ()
+) -> list[dict]:
+    """A VQA record: the paper's turn layout (`vqa_attributes`), or every attribute once ("all"); `only` keeps the
+    "all" layout's turns about those attributes (their order still drawn)."""
     if turns not in VQA_TURNS:
         raise UnilensError(f"unknown vqa_turns '{turns}'; choose one of {list(VQA_TURNS)}")
+    attrs = vqa_attributes(rng) if turns == "paper" else all_attributes(rng)
+    if only:
+        if turns == "paper":
+            raise UnilensError("restricting VQA turns to some attributes needs vqa_turns: all")
+        attrs = [a for a in attrs if a in only]
     conv = []
-    for i, attr in enumerate(vqa_attributes(rng) if turns == "paper" else all_attributes(rng)):
+    for i, attr in enumerate(attrs):
         q = _pick(rng, QUESTIONS[attr])
         conv.append({"from": "human", "value": f"{IMAGE_TOKEN}\n{q}" if i == 0 else q, "attribute": attr})
         conv.append({"from": "gpt", "value": answer(watch, attr)})

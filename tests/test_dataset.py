@@ -88,6 +88,24 @@ def test_vqa_turns_all_asks_every_attribute_once_in_training_and_leaves_test_as_
     assert [r for r in paper.train if r["task"] != "vqa"] == [r for r in dense.train if r["task"] != "vqa"]
 
 
+def test_vqa_attributes_keeps_only_the_named_questions_in_training(tmp_path):
+    dense = load_dataset(make_dataset(tiny(vqa_turns="all"), tmp_path / "d", progress=False))
+    focused = load_dataset(
+        make_dataset(tiny(vqa_turns="all", vqa_attributes=["time", "weather"]), tmp_path / "f", progress=False)
+    )
+    vqa = [r for r in focused.train if r["task"] == "vqa"]
+    assert len(vqa) == len([r for r in dense.train if r["task"] == "vqa"])
+    orders = set()
+    for rec in vqa:
+        asked = [t["attribute"] for t in rec["conversations"][::2]]
+        assert sorted(asked) == ["time", "weather"]
+        assert rec["conversations"][0]["value"].startswith("<image>\n")
+        assert all("<image>" not in t["value"] for t in rec["conversations"][1:])
+        orders.add(tuple(asked))
+    assert len(orders) == 2
+    assert (dense.folder / "test.jsonl").read_bytes() == (focused.folder / "test.jsonl").read_bytes()
+
+
 def test_llava_json_reads_through_the_same_reader(tmp_path):
     rows = [
         {
@@ -199,6 +217,8 @@ BAD_CONFIGS = {
     "unknown key": ("n_imagez: 10\n", "unknown key"),
     "impossible split": ("n_images: 10\nn_test_images: 5\ncontact_sheet_images: 24\n", "impossible split"),
     "unknown vqa_turns": ("n_images: 10\nvqa_turns: every\n", "vqa_turns"),
+    "unknown vqa attribute": ("n_images: 10\nvqa_turns: all\nvqa_attributes: [clock]\n", "vqa_attributes"),
+    "vqa attributes on the paper layout": ("n_images: 10\nvqa_attributes: [time]\n", "vqa_turns: all"),
     "shared but biased": ("n_images: 10\nund_frequencies: {weather: {sunny: 1.0}}\n", "share_images: false"),
 }
 

@@ -101,6 +101,10 @@ def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_reader, tmp_path):
     assert ((ok["lo"] <= ok["mean"] + 1e-9) & (ok["mean"] <= ok["hi"] + 1e-9)).all()
     vqa = pd.read_csv(tmp_path / "eval" / "vqa.csv")
     assert vqa["turn"].max() >= 1  # every turn is scored, not only the first
+    # the hour is summarised for time answers and for nothing else
+    hours = summary[summary["metric"] == "hour"]
+    assert set(hours["attribute"]) == ({"time"} if (vqa["attribute"] == "time").any() else set())
+    assert hours["mean"].notna().all()
     assert (tmp_path / "eval" / f"grid_{checkpoints_of(cfg.out)[0].name}.png").stat().st_size > 1000
     # every row names the build its checkpoint was trained on, in the hashes `unilens embedded build` records
     build = json.loads((Path(cfg.model.llm).parent / "build.json").read_text())

@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from tasks.scoring import bootstrap_ci, exact_match, parse_caption, score_caption, score_vqa, soft_score, summarize
+from tasks.scoring import (
+    bootstrap_ci,
+    exact_match,
+    hour_match,
+    parse_caption,
+    score_caption,
+    score_vqa,
+    soft_score,
+    summarize,
+)
 from tasks.world import Watch
 
 W = Watch(
@@ -59,6 +68,34 @@ def test_score_vqa_rows_and_per_value_breakdown():
     table = summarize(df, by=["attribute"], n_boot=200)
     assert set(table["attribute"]) == {"weather", "battery", "time"}
     assert {"soft_lo", "soft_hi", "exact_lo", "n"} <= set(table.columns)
+
+
+@pytest.mark.parametrize(
+    "text,truth,hour",
+    [
+        ("03:59:59", (3, 25, 41), 1.0),  # the hour is read even when nothing else is
+        ("15:00:00", (3, 25, 41), 1.0),  # 15 h is 3 h on a dial
+        ("04:25:41", (3, 25, 41), 0.0),
+        ("12:10:00", (0, 10, 0), 1.0),
+        ("03:25", (3, 25, 41), 0.0),  # unparsable: no seconds
+        ("03:25:41 or 04:25:41", (3, 25, 41), 0.0),  # two different times stated
+    ],
+)
+def test_hour_match(text, truth, hour):
+    assert hour_match(text, truth) == hour
+
+
+def test_the_hour_is_summarised_for_time_answers_only():
+    rows = [
+        {"image": "a", "attribute": "time", "prediction": "03:59:59", "watch": W},
+        {"image": "b", "attribute": "time", "prediction": "05:25:41", "watch": W},
+        {"image": "a", "attribute": "weather", "prediction": "sunny", "watch": W},
+    ]
+    df = score_vqa(rows)
+    assert list(df["hour"][:2]) == [1.0, 0.0] and np.isnan(df["hour"][2])
+    table = summarize(df, by=["attribute"], metrics=("soft", "exact", "hour"), n_boot=200).set_index("attribute")
+    assert table.loc["time", "hour"] == 0.5 and np.isnan(table.loc["weather", "hour"])
+    assert table.loc["weather", "soft"] == 0.0
 
 
 def test_caption_scoring():
