@@ -571,7 +571,8 @@ def eval_folder(ckpts: list[Path], out: str | Path | None, split: str) -> Path:
 def run_eval(
     target: str | Path, out: str | Path | None, cfg: EvalConfig, reader_dir: str | None, which: str = "last", log=print
 ) -> pd.DataFrame:
-    """Evaluate checkpoints; write vqa.csv, captions.csv, generation.csv, summary.csv and grid PNGs to `out`."""
+    """Evaluate checkpoints; write vqa.csv, captions.csv, generation.csv, summary.csv and grid PNGs to `out`.
+    The summary's `attrs["folder"]` names the folder they went to (`out`, or the default beside the run)."""
     from models.build import load_checkpoint
     from models.fingerprint import dependency_label
     from models.reader import load_reader
@@ -653,4 +654,6 @@ def run_eval(
         if parts:
             result[name] = pd.concat(parts, ignore_index=True)
             atomic_write_text(out / f"{name}.csv", result[name].to_csv(index=False))
-    return result.get("summary", pd.DataFrame())
+    summary = result.get("summary", pd.DataFrame())
+    summary.attrs["folder"] = out
+    return summary

@@ -93,6 +93,7 @@ def test_eval_writes_tidy_tables_and_grid(trained_runs, tiny_reader, tmp_path):
         log=lambda *_: None,
     )
     assert set(summary["checkpoint"]) == {c.name for c in checkpoints_of(cfg.out, "all")}
+    assert summary.attrs["folder"] == tmp_path / "eval"  # where the CLI draws scores.png
     assert {"vqa", "vqa_first_turn", "vqa_later_turns", "caption", "generation", "image_gap"} <= set(summary["task"])
     assert {"task", "attribute", "value", "metric", "mean", "lo", "hi", "n", "variant", "preset", "mixture"} <= set(
         summary.columns
@@ -305,6 +306,7 @@ def test_train_split_scores_training_images_into_its_own_folder(trained_runs, tm
     vqa = pd.read_csv(run / "eval_train" / "vqa.csv")
     assert set(vqa["image"]) <= train_ids and not set(vqa["image"]) & test_ids
     assert len(set(vqa["image"])) == 3 and (summary["split"] == "train").all()
+    assert summary.attrs["folder"] == run / "eval_train"
     assert not (run / "eval").exists()  # the test scores are never overwritten
     with pytest.raises(UnilensError, match="choose test or train"):
         run_eval(run, None, EvalConfig(split="val"), None)

@@ -147,7 +147,7 @@ def _reader_ceiling(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from analyses.plots import plot_eval_curves
-    from models.evaluate import EvalConfig, checkpoints_of, eval_folder, run_eval
+    from models.evaluate import EvalConfig, run_eval
 
     cfg = EvalConfig(
         limit=args.limit,
@@ -160,8 +160,7 @@ def _eval(args: argparse.Namespace) -> None:
     )
     summary = run_eval(args.target, args.out, cfg, args.reader, which=args.checkpoints)
     if len(summary):
-        folder = eval_folder(checkpoints_of(args.target, args.checkpoints), args.out, args.split)
-        plot_eval_curves(summary, folder / "scores.png")
+        plot_eval_curves(summary, summary.attrs["folder"] / "scores.png")
 
 
 def _config_with_out(cls, args: argparse.Namespace):
