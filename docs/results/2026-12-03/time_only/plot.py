@@ -28,7 +28,7 @@ def main() -> None:
         mean = g.groupby("steps")["test"].mean()
         ax.plot(mean.index * READOUT_BATCH, mean.values, color=color, marker="o", ms=3, label=f"reader: {name}")
     llm_colors = ("black", "C4", "C5", "C6")
-    for color, path in zip(llm_colors, sorted(HERE.glob("sem-sem-*_summary.csv")), strict=False):
+    for color, path in zip(llm_colors, sorted(HERE.glob("[sv]*-*_summary.csv")), strict=False):
         s = pd.read_csv(path)
         s = s[(s["task"] == "vqa") & (s["attribute"] == "time") & (s["value"] == "all") & (s["metric"] == "hour")]
         s = s.sort_values("step")
