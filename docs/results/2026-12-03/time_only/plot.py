@@ -26,7 +26,9 @@ def main() -> None:
     for color, (name, g) in zip(("C0", "C1", "C2", "C3"), readout.groupby("reader"), strict=False):
         ax.scatter(g["steps"] * READOUT_BATCH, g["test"], s=14, alpha=0.6, color=color)
         mean = g.groupby("steps")["test"].mean()
-        ax.plot(mean.index * READOUT_BATCH, mean.values, color=color, marker="o", ms=3, label=f"reader: {name}")
+        ax.plot(
+            mean.index * READOUT_BATCH, mean.values, color=color, marker="o", ms=3, label=f"semantic reader: {name}"
+        )
     llm_colors = ("black", "C4", "C5", "C6")
     for color, path in zip(llm_colors, sorted(HERE.glob("[sv]*-*_summary.csv")), strict=False):
         s = pd.read_csv(path)
@@ -38,9 +40,9 @@ def main() -> None:
         ax.errorbar(x, s["mean"], yerr=err, marker="s", capsize=3, color=color, label=f"LLM: {run}")
     ax.axhline(1 / 12, color="grey", linestyle="--", label="chance (1/12)")
     ax.set_xlabel("training samples seen (time questions / images)")
-    ax.set_ylabel("hour read on 200 test images")
+    ax.set_ylabel("hour, test (readers: 200 images; LLM: 88 time turns)")
     ax.set_ylim(0, 1)
-    ax.set_title("Can the hour be learnt from the semantic tokens, and by which reader?")
+    ax.set_title("Can the hour be learnt from the image tokens, and by which reader?")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(HERE / "learning.png", dpi=130)
