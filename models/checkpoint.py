@@ -8,6 +8,7 @@ manifest.json           variant, preset, configs, base LLM / encoder / dataset p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -93,6 +94,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("lr_schedule",): "cosine",
     ("precision",): "auto",
     ("text_loss_unit",): "token",
+    ("init_from",): "",
 }
 
 
@@ -158,6 +160,72 @@ def load_trainable(model: torch.nn.Module, folder: str | Path) -> None:
             f"{sorted(unexpected)[:5]} (was it trained with another variant or preset?)"
         )
     params = {**dict(model.named_parameters()), **fitted_buffers(model)}
+    wrong = [
+        f"{name} {tuple(value.shape)} vs {tuple(params[name].shape)}"
+        for name, value in state.items()
+        if value.shape != params[name].shape
+    ]
+    if wrong:
+        raise UnilensError(
+            f"checkpoint {folder} does not fit this model: shapes differ (checkpoint vs model) for {wrong[:3]} "
+            "(was it trained with another adapter, LoRA rank or LLM?)"
+        )
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+
+
+def last_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder as given, or a run folder's last checkpoint."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return path
+    ckpts = sorted(p for p in (path / "checkpoints").glob("step-*") if (p / "manifest.json").is_file())
+    if not ckpts:
+        what = "no such folder" if not path.exists() else "neither a checkpoint nor a run folder with checkpoints"
+        raise UnilensError(f"init_from {path}: {what}; give a run folder or one of its checkpoints/step-* folders")
+    return ckpts[-1]
+
+
+# Model fields a warm start may change: paths (the hashes of what they point at are checked instead) and settings that
+# act on training only. Every other field shapes the parameters or what they mean (variant, adapters, distortions,
+# image positions and order) and must match.
+WARM_START_FREE = {
+    "llm",
+    "semantic_encoder",
+    "vq_encoder",
+    "image_loss_weight",
+    "gen_input_corruption",
+    "gen_prompt_dropout",
+}
+
+
+def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) -> dict:
+    """Load another run's trained weights into a new run at step 0 (an earlier stage of a curriculum); return what
+    the new run's manifest records about it. The checkpoint must share this run's variant, adapters, freezing
+    preset, base LLM and encoders; its dataset may differ (that is the point). Its feature-normalisation statistics
+    come with its weights, because its adapters were trained on them."""
+    folder = last_checkpoint(path)
+    manifest = read_manifest(folder)
+    theirs = with_later_defaults(manifest["config"])
+    problems = [
+        f"model.{k}: checkpoint has {theirs['model'].get(k)!r}, this run {cfg['model'].get(k)!r}"
+        for k in cfg["model"]
+        if k not in WARM_START_FREE and theirs["model"].get(k) != cfg["model"].get(k)
+    ] + [
+        f"freeze.{k}: checkpoint has {theirs['freeze'].get(k)!r}, this run {cfg['freeze'].get(k)!r}"
+        for k in cfg["freeze"]
+        if k != "lora_dropout" and theirs["freeze"].get(k) != cfg["freeze"].get(k)
+    ]
+    for what, entry in deps.items():
+        if what == "dataset":
+            continue
+        found = manifest["dependencies"].get(what)
+        if found is None or found["hash"] != entry["hash"]:
+            have = "none" if found is None else found["hash"][:12]
+            problems.append(f"{what}: checkpoint was trained on {have}, this run uses {entry['hash'][:12]}")
+    if problems:
+        raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]))
+    load_trainable(model, folder)
+    weights = hashlib.sha256((folder / "trainable.safetensors").read_bytes()).hexdigest()
+    return {"path": str(folder.resolve()), "step": manifest["step"], "weights": weights}

@@ -22,7 +22,14 @@ import yaml
 from tqdm import tqdm
 
 from models.build import Built, build_model, build_spaces, dependencies
-from models.checkpoint import compare_configs, load_trainable, save_checkpoint, with_later_defaults
+from models.checkpoint import (
+    compare_configs,
+    load_trainable,
+    read_manifest,
+    save_checkpoint,
+    warm_start,
+    with_later_defaults,
+)
 from models.device import autocast, check_precision, pick_device
 from models.presets import FreezeConfig, parameter_table
 from models.sequence import Encoder, Sequence, check_text_loss_unit, collate, text_loss_weights
@@ -62,6 +69,11 @@ class TrainConfig:
     # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16" asks for autocast on CPU too (AMX CPUs); "fp32" never
     precision: str = "auto"
     cache_dir: str = "runs/cache"
+    # Another run (its last checkpoint) or one checkpoint folder to start from instead of the fresh adapters: an
+    # earlier stage of a curriculum, e.g. time questions only before the mixed data. It must share this run's variant,
+    # adapters, preset, LLM and encoders; its dataset may differ. Only step 0 loads it; a resumed run continues from
+    # its own checkpoint. "" starts fresh.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         # checked when the config is made, before any model is built or folder written
@@ -227,6 +239,19 @@ class Trainer:
             print(f"resuming {self.out} from {last.name}")
         return state["step"]
 
+    def _warm_start(self) -> dict | None:
+        """Load init_from's weights before the first step (checked before the run folder is written); a resumed
+        run keeps the record its checkpoints carry."""
+        if not self.cfg.init_from:
+            return None
+        ckpts = self.checkpoints()
+        if ckpts:
+            return read_manifest(ckpts[-1]).get("init_from")
+        record = warm_start(self.model, self.cfg.init_from, self._deps, self.resolved_config())
+        if self.progress and self.main_process:
+            print(f"starting from {record['path']} (step {record['step']})")
+        return record
+
     def _truncate_log(self, step: int) -> None:
         log = self.out / "log.jsonl"
         if log.is_file() and self.main_process:
@@ -245,6 +270,7 @@ class Trainer:
             "dependencies": self._deps,
             "dataset_manifest": {k: self.dataset.manifest[k] for k in ("content_hash", "counts", "seed")},
             "trainable_parameters": parameter_table(self.model).to_dict(orient="records"),
+            **({"init_from": self._init_record} if self._init_record else {}),
         }
 
     def _save(self, step: int) -> Path:
@@ -313,6 +339,7 @@ class Trainer:
         Under `accelerate launch` / torchrun every process takes its slice of each global batch; gradients are
         summed over processes, so the run matches one process at the same global batch; process 0 writes."""
         self._deps = dependencies(self.cfg.model, self.dataset)
+        self._init_record = self._warm_start()
         if self.main_process:
             start = self._prepare_run_dir()
         if self.world > 1:

@@ -653,3 +653,53 @@ def test_training_with_the_answer_unit_learns_and_resumes_under_its_config(tiny_
     token = tiny_train_config("vq-vq", "lora", name="answer-unit", epochs=1.0, checkpoint_fractions=[1.0])
     with pytest.raises(UnilensError, match="text_loss_unit"):
         Trainer(token, progress=False).train()
+
+
+def first_losses(out: str | Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (Path(out) / "log.jsonl").read_text().splitlines()]
+
+
+def test_init_from_starts_at_the_earlier_runs_weights_and_resumes_from_its_own(tiny_train_config):
+    """A curriculum's second stage: step 0 loads the first stage's weights (its loss starts where that run ended,
+    below a fresh start's), the manifest names them, and a killed second stage resumes from its own checkpoint."""
+    stage1 = tiny_train_config("vq-vq", "lora", name="stage1", epochs=1.0, checkpoint_fractions=[1.0])
+    Trainer(stage1, progress=False).train()
+    kw = dict(epochs=1.0, checkpoint_fractions=[0.5, 1.0], seed=1)
+    fresh = tiny_train_config("vq-vq", "lora", name="fresh", **kw)
+    warm = tiny_train_config("vq-vq", "lora", name="warm", init_from=stage1.out, **kw)
+    warm.model.gen_prompt_dropout = 0.1  # a training-only setting may change between stages
+    trainer = Trainer(warm, progress=False)
+    assert trainer.train(until_step=0) == {"stopped_at": 0}
+    loaded = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    stage1_state = final_state(Path(stage1.out))
+    assert all(torch.equal(loaded[n], stage1_state[n]) for n in loaded)
+    Trainer(fresh, progress=False).train()
+    Trainer(warm, progress=False).train()
+    assert first_losses(warm.out)[0] < first_losses(fresh.out)[0] - 0.1
+    manifest = json.loads((sorted((Path(warm.out) / "checkpoints").glob("step-*"))[-1] / "manifest.json").read_text())
+    last1 = sorted((Path(stage1.out) / "checkpoints").glob("step-*"))[-1]
+    assert manifest["init_from"]["path"] == str(last1.resolve()) and manifest["init_from"]["step"] > 0
+    # killed after its first checkpoint, the second stage resumes from that checkpoint, not from stage 1
+    part = tiny_train_config("vq-vq", "lora", name="warm-part", init_from=stage1.out, **kw)
+    part.model.gen_prompt_dropout = 0.1
+    trainer = Trainer(part, progress=False)
+    trainer.train(until_step=min(trainer.ckpt_steps))
+    Trainer(part, progress=False).train()
+    a, b = final_state(Path(warm.out)), final_state(Path(part.out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first_losses(part.out) == first_losses(warm.out)
+
+
+def test_init_from_refuses_another_model_before_writing_the_run_folder(tiny_train_config, tmp_path):
+    stage1 = tiny_train_config("vq-vq", "lora", name="stage1", epochs=0.5, checkpoint_fractions=[1.0])
+    Trainer(stage1, progress=False).train()
+    cases = [
+        (tiny_train_config("sem-sem", "lora", name="b1", init_from=stage1.out), "model.variant"),
+        (tiny_train_config("vq-vq", "adapters", name="b2", init_from=stage1.out), "freeze.preset"),
+        (tiny_train_config("vq-vq", "lora", name="b3", init_from=str(tmp_path / "nowhere")), "no such folder"),
+    ]
+    cases[1][0].model.image_positions = "slot"
+    for cfg, problem in cases:
+        with pytest.raises(UnilensError, match=problem):
+            Trainer(cfg, progress=False).train()
+        assert not Path(cfg.out).exists()
