@@ -29,8 +29,8 @@ def main() -> None:
         ax.plot(
             mean.index * READOUT_BATCH, mean.values, color=color, marker="o", ms=3, label=f"semantic reader: {name}"
         )
-    llm_colors = ("black", "C4", "C5", "C6")
-    for color, path in zip(llm_colors, sorted(HERE.glob("[sv]*-*_summary.csv")), strict=False):
+    llm_colors = ("black", "C4", "C5", "C6", "C8")
+    for color, path in zip(llm_colors, sorted(HERE.glob("[sv]*-*_summary.csv")), strict=True):
         s = pd.read_csv(path)
         s = s[(s["task"] == "vqa") & (s["attribute"] == "time") & (s["value"] == "all") & (s["metric"] == "hour")]
         s = s.sort_values("step")
