@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 HERE = Path(__file__).parent
-RUNS = ("sem-sem-lora", "sem-sem-full", "sem-sem-lora-30ep", "sem-sem-lora-linear", "vq-vq-lora")  # the weather control: control_*_summary.csv
+# the weather control is control_*_summary.csv
+RUNS = ("sem-sem-lora", "sem-sem-full", "sem-sem-lora-30ep", "sem-sem-lora-linear", "vq-vq-lora")
 
 
 def cell(rows: pd.DataFrame) -> str:
