@@ -1,8 +1,8 @@
 """Print the curriculum tables from the copied `unilens eval` summaries in this folder.
 
 after-time_summary.csv   configs/train/dense/vq-vq-lora-heavy-answer-after-time.yaml (time-only stage first)
-fresh_summary.csv        configs/train/dense/vq-vq-lora-heavy-answer.yaml on the same build (fresh adapters)
-../vq-vq-lora-heavy-answer_summary.csv   the same fresh recipe on the previous build (stop 24, first part)
+fresh_summary.csv        configs/train/dense/vq-vq-lora-heavy-answer.yaml (fresh adapters) retrained here to 50%
+../vq-vq-lora-heavy-answer_summary.csv   the same fresh run to the end (first part; identical at 1312 and 2188)
 
 python docs/results/2026-12-03/curriculum/tables.py
 """
@@ -19,7 +19,7 @@ HERE = Path(__file__).parent
 RUNS = {
     "after time": HERE / "after-time_summary.csv",
     "fresh": HERE / "fresh_summary.csv",
-    "fresh, previous build": HERE.parent / "vq-vq-lora-heavy-answer_summary.csv",
+    "fresh, first part": HERE.parent / "vq-vq-lora-heavy-answer_summary.csv",
 }
 UNDERSTANDING = [
     ("hour", "vqa", "time", "hour"),
