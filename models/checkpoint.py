@@ -8,7 +8,6 @@ manifest.json           variant, preset, configs, base LLM / encoder / dataset p
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from models.features import encoder_hash
 from unilens.errors import UnilensError
-from unilens.io import atomic_dir, atomic_write_json
+from unilens.io import atomic_dir, atomic_write_json, sha256_file
 
 MANIFEST_VERSION = 1
 
@@ -175,12 +174,18 @@ def load_trainable(model: torch.nn.Module, folder: str | Path) -> None:
             params[name].copy_(value)
 
 
+def saved_checkpoints(run: str | Path) -> list[Path]:
+    """A run folder's complete checkpoints (those with a manifest), oldest first."""
+    folder = Path(run) / "checkpoints"
+    return sorted(p for p in folder.glob("step-*") if (p / "manifest.json").is_file()) if folder.is_dir() else []
+
+
 def last_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder as given, or a run folder's last checkpoint."""
     path = Path(path)
     if (path / "manifest.json").is_file():
         return path
-    ckpts = sorted(p for p in (path / "checkpoints").glob("step-*") if (p / "manifest.json").is_file())
+    ckpts = saved_checkpoints(path)
     if not ckpts:
         what = "no such folder" if not path.exists() else "neither a checkpoint nor a run folder with checkpoints"
         raise UnilensError(f"init_from {path}: {what}; give a run folder or one of its checkpoints/step-* folders")
@@ -208,14 +213,12 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
     folder = last_checkpoint(path)
     manifest = read_manifest(folder)
     theirs = with_later_defaults(manifest["config"])
+    free = {f"model.{k}" for k in WARM_START_FREE} | {"freeze.lora_dropout"}
     problems = [
-        f"model.{k}: checkpoint has {theirs['model'].get(k)!r}, this run {cfg['model'].get(k)!r}"
-        for k in cfg["model"]
-        if k not in WARM_START_FREE and theirs["model"].get(k) != cfg["model"].get(k)
-    ] + [
-        f"freeze.{k}: checkpoint has {theirs['freeze'].get(k)!r}, this run {cfg['freeze'].get(k)!r}"
-        for k in cfg["freeze"]
-        if k != "lora_dropout" and theirs["freeze"].get(k) != cfg["freeze"].get(k)
+        p
+        for section in ("model", "freeze")
+        for p in compare_configs(cfg[section], theirs[section], f"{section}.")
+        if p.split(":")[0] not in free
     ]
     for what, entry in deps.items():
         if what == "dataset":
@@ -227,5 +230,5 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
     if problems:
         raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]))
     load_trainable(model, folder)
-    weights = hashlib.sha256((folder / "trainable.safetensors").read_bytes()).hexdigest()
+    weights = sha256_file(folder / "trainable.safetensors")
     return {"path": str(folder.resolve()), "step": manifest["step"], "weights": weights}

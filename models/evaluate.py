@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from models.build import Built, build_spaces
+from models.checkpoint import saved_checkpoints
 from models.encoders.images import to_uint8
 from models.generate import (
     collate_prompts,
@@ -533,7 +534,7 @@ def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
     target = Path(target)
     if (target / "manifest.json").is_file() and (target / "trainable.safetensors").is_file():
         return [target]
-    ckpts = sorted(p for p in (target / "checkpoints").glob("step-*") if (p / "manifest.json").is_file())
+    ckpts = saved_checkpoints(target)
     if not ckpts:
         raise UnilensError(f"{target} is neither a checkpoint nor a run folder with checkpoints (train one first)")
     if which == "last":

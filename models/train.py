@@ -27,6 +27,7 @@ from models.checkpoint import (
     load_trainable,
     read_manifest,
     save_checkpoint,
+    saved_checkpoints,
     warm_start,
     with_later_defaults,
 )
@@ -221,8 +222,7 @@ class Trainer:
         return self._resume()
 
     def checkpoints(self) -> list[Path]:
-        folder = self.out / "checkpoints"
-        return sorted(p for p in folder.glob("step-*") if (p / "manifest.json").is_file()) if folder.is_dir() else []
+        return saved_checkpoints(self.out)
 
     def _resume(self) -> int:
         ckpts = self.checkpoints()
