@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.features import encoder_hash
+from models.features import encoder_hash, legacy_encoder_hash
 from unilens.errors import UnilensError
 from unilens.io import atomic_dir, atomic_write_json, sha256_file
 
@@ -67,10 +67,10 @@ def check_dependencies(manifest: dict) -> None:
         if not path.exists():
             problems.append(f"{what} not found at {path}")
             continue
-        now = entry_hash(what, path)
-        if now != entry["hash"]:
+        if not matches_recorded(what, path, entry["hash"]):
             problems.append(
-                f"{what} at {path} has hash {now[:12]} but the checkpoint was trained on {entry['hash'][:12]}"
+                f"{what} at {path} has hash {entry_hash(what, path)[:12]} but the checkpoint was trained on "
+                f"{entry['hash'][:12]}"
             )
     if problems:
         raise UnilensError("checkpoint does not match its dependencies: " + "; ".join(problems))
@@ -80,6 +80,23 @@ def entry_hash(what: str, path: Path) -> str:
     if what == "dataset":
         return json.loads((path / "manifest.json").read_text())["content_hash"]
     return llm_hash(path) if what == "llm" else encoder_hash(path)
+
+
+def matches_recorded(what: str, path: Path, recorded: str) -> bool:
+    """Whether a dependency folder is the one a checkpoint recorded: under today's hash rule, or under the legacy rule
+    that older checkpoints recorded (see models.features.legacy_encoder_hash)."""
+    if entry_hash(what, path) == recorded:
+        return True
+    return what != "dataset" and legacy_encoder_hash(path) == recorded
+
+
+def current_hash(what: str, entry: dict) -> str:
+    """A recorded dependency hash under today's rule: a legacy hash is translated when its folder is still there and
+    unchanged, so that checkpoints of one build carry one tag whichever rule they were written under."""
+    path = Path(entry["path"])
+    if what != "dataset" and path.exists() and legacy_encoder_hash(path) == entry["hash"]:
+        return entry_hash(what, path)
+    return entry["hash"]
 
 
 # Config fields added after runs had been written, with the value their absence means. Older run folders then still
@@ -224,7 +241,7 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
         if what == "dataset":
             continue
         found = manifest["dependencies"].get(what)
-        if found is None or found["hash"] != entry["hash"]:
+        if found is None or not matches_recorded(what, Path(entry["path"]), found["hash"]):
             have = "none" if found is None else found["hash"][:12]
             problems.append(f"{what}: checkpoint was trained on {have}, this run uses {entry['hash'][:12]}")
     if problems:

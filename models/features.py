@@ -7,6 +7,7 @@ A *space* is what a unified model sees of an image through one encoder:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,25 @@ from models.encoders.images import to_tensor
 from tasks.records import WorldDataset
 from unilens.io import atomic_write_json, sha256_file, sha256_json
 
+# Keys of an embedded part's config.json that record how it was made, not what it computes: the training report
+# holds wall-clock seconds and the dataset is the path the user typed, so two builds with equal weights differed.
+PROVENANCE_KEYS = ("train_report", "dataset")
+
 
 def encoder_hash(folder: str | Path) -> str:
-    """Content hash of an encoder folder's weights (every safetensors file) and config."""
+    """Content hash of a part folder (encoder or LLM): every safetensors file, and config.json without its provenance
+    keys. Equal weights and architecture give equal hashes, whenever and wherever they were built."""
+    folder = Path(folder)
+    digests = {f.name: sha256_file(f) for f in sorted(folder.glob("*.safetensors"))}
+    config = folder / "config.json"
+    if config.is_file():
+        settings = json.loads(config.read_text())
+        digests["config.json"] = sha256_json({k: v for k, v in settings.items() if k not in PROVENANCE_KEYS})
+    return sha256_json(digests)
+
+
+def legacy_encoder_hash(folder: str | Path) -> str:
+    """The rule checkpoints written before 2026-12-03 recorded: config.json's bytes, training report included."""
     folder = Path(folder)
     files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("config.json"))
     return sha256_json({f.name: sha256_file(f) for f in files})

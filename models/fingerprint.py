@@ -7,7 +7,9 @@ hashes and, for the parts built in that invocation, the machine facts that steer
 version, its CPU kernel level, thread count, instruction sets); `unilens eval` names the build of every checkpoint.
 
     weights   hash of the weight files alone (safetensors; the dataset's own content hash): equal means same numbers
-    hash      the hash checkpoints record (weights plus config.json, which also holds the training report)
+    hash      the hash checkpoints record: weights plus config.json without its provenance (training report with
+              wall-clock seconds, dataset path), so equal weights give equal hashes; checkpoints written before
+              2026-12-03 recorded config.json's bytes and are still accepted (models.checkpoint.matches_recorded)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import entry_hash
+from models.checkpoint import current_hash, entry_hash
 from unilens.io import atomic_write_json, sha256_file, sha256_json
 
 PARTS = ("data", "semantic", "vq", "lm")
@@ -101,4 +103,4 @@ def describe_build(record: dict) -> str:
 
 def dependency_label(dependencies: dict) -> str:
     """A checkpoint's dependencies as one short, sortable string: the column that tells builds apart in eval CSVs."""
-    return " ".join(f"{what}:{entry['hash'][:12]}" for what, entry in sorted(dependencies.items()))
+    return " ".join(f"{what}:{current_hash(what, entry)[:12]}" for what, entry in sorted(dependencies.items()))

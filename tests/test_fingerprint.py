@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 from models.embedded import build_embedded
 from models.embedded import tiny_embedded as tiny_embedded_config
 from models.encoders.train import train_vq
+from models.features import encoder_hash, legacy_encoder_hash
 from models.fingerprint import UNKNOWN_MACHINE, machine_facts, weights_hash, write_build_record
 from tests.conftest import copy_tree
 
@@ -52,3 +53,19 @@ def test_a_part_built_twice_on_one_machine_has_the_same_weights(tiny_embedded, t
     train_vq(cfg, tmp_path / "vq_b", progress=False)
     assert weights_hash("vq", tmp_path / "vq_a") == weights_hash("vq", tmp_path / "vq_b")
     assert weights_hash("vq", tmp_path / "vq_a") == weights_hash("vq", tiny_embedded / "vq")
+
+
+def test_equal_weights_give_the_checkpoint_hash_whatever_the_training_report_says(tiny_embedded, tmp_path):
+    """The hash checkpoints record leaves out config.json's provenance (wall-clock seconds, the dataset path typed):
+    a rebuild with equal weights is the same dependency, and any change to the weights or architecture is not."""
+    vq = copy_tree(tiny_embedded / "vq", tmp_path / "vq")
+    before, legacy_before = encoder_hash(vq), legacy_encoder_hash(vq)
+    config = json.loads((vq / "config.json").read_text())
+    config["train_report"]["seconds"] = config["train_report"]["seconds"] + 12.5
+    config["dataset"] = "/elsewhere/data"
+    (vq / "config.json").write_text(json.dumps(config))
+    assert encoder_hash(vq) == before
+    assert legacy_encoder_hash(vq) != legacy_before
+    config["config"]["codebook_size"] += 1
+    (vq / "config.json").write_text(json.dumps(config))
+    assert encoder_hash(vq) != before

@@ -210,6 +210,33 @@ def test_checkpoint_refuses_changed_dependencies(tiny_train_config, tiny_embedde
         load_checkpoint(ckpt)
 
 
+def test_checkpoint_written_under_the_legacy_hash_rule_still_loads_and_keeps_its_build_tag(tiny_train_config):
+    from models.checkpoint import read_manifest
+    from models.features import legacy_encoder_hash
+    from models.fingerprint import dependency_label
+    from unilens.io import atomic_write_json
+
+    cfg = tiny_train_config("vq-sem", "adapters", epochs=0.25, checkpoint_fractions=[1.0])
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    ckpt = trainer.checkpoints()[-1]
+    manifest = read_manifest(ckpt)
+    today = dependency_label(manifest["dependencies"])
+    legacy = json.loads(json.dumps(manifest))
+    for what, entry in legacy["dependencies"].items():
+        if what != "dataset":
+            old = legacy_encoder_hash(entry["path"])
+            assert old != entry["hash"], what  # config.json's bytes made the difference
+            entry["hash"] = old
+    atomic_write_json(ckpt / "manifest.json", legacy)
+    load_checkpoint(ckpt)  # accepted: the folders are the ones it recorded, under the old rule
+    assert dependency_label(legacy["dependencies"]) == today
+    legacy["dependencies"]["llm"]["hash"] = "0" * 64
+    atomic_write_json(ckpt / "manifest.json", legacy)
+    with pytest.raises(UnilensError, match=r"llm at .* has hash"):
+        load_checkpoint(ckpt)
+
+
 def test_run_folder_refuses_a_different_config(tiny_train_config):
     cfg = tiny_train_config("vq-vq", "adapters", epochs=0.25, checkpoint_fractions=[1.0])
     Trainer(cfg, progress=False).train()
