@@ -160,7 +160,10 @@ def compare_configs(expected: dict, found: dict, where: str = "") -> list[str]:
 RENAMED = {"und_pos": "und_pos.table", "gen_pos": "gen_pos.table"}
 
 
-def load_trainable(model: torch.nn.Module, folder: str | Path) -> None:
+def load_trainable(model: torch.nn.Module, folder: str | Path, partial: bool = False) -> list[str]:
+    """Copy a checkpoint's trained tensors into the model. With partial, the model may train more than the checkpoint
+    holds (a warm start from an adapters-only run into a LoRA run): those tensors keep their fresh values and are
+    returned by name."""
     state = load_file(str(Path(folder) / "trainable.safetensors"))
     state = {RENAMED.get(name, name): value for name, value in state.items()}
     expected = {n for n, p in model.named_parameters() if p.requires_grad} | set(fitted_buffers(model))
@@ -170,6 +173,8 @@ def load_trainable(model: torch.nn.Module, folder: str | Path) -> None:
             f"checkpoint {folder} has no feature-normalisation statistics: it was written before unilens "
             "standardised encoder features; retrain it with this version"
         )
+    if partial:
+        missing = {n for n in missing if n.startswith(FITTED_BUFFERS)}
     if missing or unexpected:
         raise UnilensError(
             f"checkpoint {folder} does not fit this model: missing {sorted(missing)[:5]}, unexpected "
@@ -189,6 +194,7 @@ def load_trainable(model: torch.nn.Module, folder: str | Path) -> None:
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+    return sorted(expected - set(state))
 
 
 def saved_checkpoints(run: str | Path) -> list[Path]:
@@ -225,12 +231,17 @@ WARM_START_FREE = {
 def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) -> dict:
     """Load another run's trained weights into a new run at step 0 (an earlier stage of a curriculum); return what
     the new run's manifest records about it. The checkpoint must share this run's variant, adapters, freezing
-    preset, base LLM and encoders; its dataset may differ (that is the point). Its feature-normalisation statistics
-    come with its weights, because its adapters were trained on them."""
+    preset, base LLM and encoders; its dataset may differ (that is the point). One preset change is allowed: from an
+    `adapters` run (LLM frozen) into any preset, whose LoRA or LLM weights then start as in a fresh run, so that a
+    first stage can shape the adapters without touching the LLM. Its feature-normalisation statistics come with its
+    weights, because its adapters were trained on them."""
     folder = last_checkpoint(path)
     manifest = read_manifest(folder)
     theirs = with_later_defaults(manifest["config"])
     free = {f"model.{k}" for k in WARM_START_FREE} | {"freeze.lora_dropout"}
+    from_adapters = theirs["freeze"]["preset"] == "adapters"
+    if from_adapters:
+        free |= {f"freeze.{k}" for k in set(cfg["freeze"]) | set(theirs["freeze"])}
     problems = [
         p
         for section in ("model", "freeze")
@@ -246,6 +257,9 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
             problems.append(f"{what}: checkpoint was trained on {have}, this run uses {entry['hash'][:12]}")
     if problems:
         raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]))
-    load_trainable(model, folder)
+    fresh = load_trainable(model, folder, partial=from_adapters)
     weights = sha256_file(folder / "trainable.safetensors")
-    return {"path": str(folder.resolve()), "step": manifest["step"], "weights": weights}
+    record = {"path": str(folder.resolve()), "step": manifest["step"], "weights": weights}
+    if fresh:
+        record["fresh_tensors"] = len(fresh)  # trained here but frozen in the earlier stage: fresh initial values
+    return record

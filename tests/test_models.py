@@ -717,6 +717,31 @@ def test_init_from_starts_at_the_earlier_runs_weights_and_resumes_from_its_own(t
     assert first_losses(part.out) == first_losses(warm.out)
 
 
+def test_init_from_an_adapters_run_loads_its_adapters_and_starts_the_lora_fresh(tiny_train_config):
+    """A first stage with the LLM frozen, then LoRA: the adapters, head and statistics come from the first stage,
+    the LoRA tensors are those of a fresh run with the same seed, and the manifest counts them."""
+    stage1 = tiny_train_config("vq-vq", "adapters", name="adapters-stage", epochs=1.0, checkpoint_fractions=[1.0])
+    Trainer(stage1, progress=False).train()
+    kw = dict(epochs=0.5, checkpoint_fractions=[1.0], seed=1)
+    fresh = Trainer(tiny_train_config("vq-vq", "lora", name="lora-fresh", **kw), progress=False)
+    warm_cfg = tiny_train_config("vq-vq", "lora", name="lora-warm", init_from=stage1.out, **kw)
+    warm = Trainer(warm_cfg, progress=False)
+    fresh.train(until_step=0)
+    warm.train(until_step=0)
+    fresh_params = {n: p.detach() for n, p in fresh.model.named_parameters() if p.requires_grad}
+    warm_params = {n: p.detach() for n, p in warm.model.named_parameters() if p.requires_grad}
+    buffers = dict(warm.model.named_buffers())
+    stage1_state = final_state(Path(stage1.out))
+    lora = sorted(set(warm_params) - set(stage1_state))
+    assert lora and all("lora_" in n for n in lora)
+    assert all(torch.equal(warm_params.get(n, buffers.get(n)), v) for n, v in stage1_state.items())
+    assert all(torch.equal(warm_params[n], fresh_params[n]) for n in lora)
+    assert not all(torch.equal(warm_params[n], fresh_params[n]) for n in stage1_state if n in warm_params)
+    Trainer(warm_cfg, progress=False).train()
+    last = sorted((Path(warm_cfg.out) / "checkpoints").glob("step-*"))[-1]
+    assert json.loads((last / "manifest.json").read_text())["init_from"]["fresh_tensors"] == len(lora)
+
+
 def test_init_from_refuses_another_model_before_writing_the_run_folder(tiny_train_config, tmp_path):
     stage1 = tiny_train_config("vq-vq", "lora", name="stage1", epochs=0.5, checkpoint_fractions=[1.0])
     Trainer(stage1, progress=False).train()
