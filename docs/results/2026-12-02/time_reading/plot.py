@@ -1,11 +1,14 @@
 """One figure from where_time.py's CSVs: the hour and the minute read by linear probes per layer, from the image tokens
 and at the positions that emit their digits, one colour per checkpoint, the majority baseline grey.
 
-    python docs/results/2026-12-02/time_reading/plot.py OUT.png NAME=CSV [NAME=CSV ...]
+    python docs/results/2026-12-02/time_reading/plot.py OUT.png NAME=CSV [NAME=CSV ...] [--title T] [--where W ...]
+
+--where keeps only those probe positions (image-all, image-mean, H1, H2, M1, M2); --title replaces the question.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -19,17 +22,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "weather_kind"))
 from plot import layer_axis, site_order
 
 PANELS = [("hour", ("image-all", "image-mean", "H1", "H2")), ("minute_bin", ("image-all", "image-mean", "M1", "M2"))]
+QUESTION = "Is the time held in the image tokens but never carried to the digits that answer?"
 STYLES = {"image-all": "-", "image-mean": "--", "H1": ":", "H2": "-.", "M1": ":", "M2": "-."}
 
 
 def main() -> None:
-    out, pairs = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("runs", nargs="+", help="NAME=CSV")
+    ap.add_argument("--title", default=QUESTION)
+    ap.add_argument("--where", nargs="*", default=list(STYLES))
+    args = ap.parse_args()
+    out, pairs = args.out, [a.split("=", 1) for a in args.runs]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (name, path), colour in zip(pairs, colours, strict=False):
         table = pd.read_csv(path)
         for ax, (target, wheres) in zip(axes, PANELS, strict=True):
-            for where in wheres:
+            for where in (w for w in wheres if w in args.where):
                 part = table[(table["where"] == where) & (table["target"] == target)].copy()
                 part["x"] = part["site"].map(site_order)
                 part = part.sort_values("x")
@@ -50,8 +60,12 @@ def main() -> None:
         ax.set_title({"hour": "the hour (mod 12)", "minute_bin": "the minute's five-minute bin"}[target])
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("read on 200 test images (95% CI)")
-    axes[1].legend(fontsize=6, loc="upper right")
-    fig.suptitle("Is the time held in the image tokens but never carried to the digits that answer?")
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    axes[1].legend(entries.values(), entries.keys(), fontsize=6, loc="upper right")
+    fig.suptitle(args.title)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
