@@ -3,7 +3,8 @@ and at the positions that emit their digits, one colour per checkpoint, the majo
 
     python docs/results/2026-12-02/time_reading/plot.py OUT.png NAME=CSV [NAME=CSV ...] [--title T] [--where W ...]
 
---where keeps only those probe positions (image-all, image-mean, H1, H2, M1, M2); --title replaces the question.
+--where keeps only those probe positions (image-all, image-mean, H1, H2, M1, M2), --targets only those panels (hour,
+minute_bin); --title replaces the question.
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="NAME=CSV")
     ap.add_argument("--title", default=QUESTION)
     ap.add_argument("--where", nargs="*", default=list(STYLES))
+    ap.add_argument("--targets", nargs="*", default=[t for t, _ in PANELS])
     args = ap.parse_args()
     out, pairs = args.out, [a.split("=", 1) for a in args.runs]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    panels = [(t, w) for t, w in PANELS if t in args.targets]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 1, 4.6), sharey=True, squeeze=False)
+    axes = list(axes[0])
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (name, path), colour in zip(pairs, colours, strict=False):
         table = pd.read_csv(path)
-        for ax, (target, wheres) in zip(axes, PANELS, strict=True):
+        for ax, (target, wheres) in zip(axes, panels, strict=True):
             for where in (w for w in wheres if w in args.where):
                 part = table[(table["where"] == where) & (table["target"] == target)].copy()
                 part["x"] = part["site"].map(site_order)
@@ -53,7 +57,7 @@ def main() -> None:
                     label=f"{name}: {where}",
                 )
                 ax.fill_between(part["x"], part["low"], part["high"], color=colour, alpha=0.1)
-    for ax, (target, _) in zip(axes, PANELS, strict=True):
+    for ax, (target, _) in zip(axes, panels, strict=True):
         majority = table[table["target"] == target]["majority"].iloc[0]
         ax.axhline(majority, color="grey", linestyle="--", label="majority baseline")
         layer_axis(ax, table["site"])
@@ -64,7 +68,7 @@ def main() -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
-    axes[1].legend(entries.values(), entries.keys(), fontsize=6, loc="upper right")
+    axes[-1].legend(entries.values(), entries.keys(), fontsize=6, loc="upper right")
     fig.suptitle(args.title)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
