@@ -53,6 +53,12 @@ class DataConfig:
     # With vqa_turns "all": the attributes training VQA records ask (empty: all five). Why offered: a focused arm,
     # e.g. [time], asks whether the model can learn to read one attribute at all when every question is about it.
     vqa_attributes: list[str] = field(default_factory=list)
+    # Extra training VQA records, each asking one of these attributes alone (e.g. [time]), extra_vqa_per_image of
+    # them per image with understanding records, beside that image's usual records (which stay byte-identical). Why
+    # offered: a share of focused questions in every batch of the mixed data; a separate time-only first stage
+    # taught the hour but cost generation and the battery (docs/results/2026-12-03, third and fourth parts).
+    extra_vqa_attributes: list[str] = field(default_factory=list)
+    extra_vqa_per_image: int = 0
     und_frequencies: dict = field(default_factory=dict)
     gen_frequencies: dict = field(default_factory=dict)
     nuisance: Nuisance = field(default_factory=Nuisance)
@@ -77,6 +83,18 @@ class DataConfig:
             raise UnilensError(f"vqa_attributes: unknown attribute(s) {unknown}; choose among {list(ALL_ATTRIBUTES)}")
         if self.vqa_attributes and self.vqa_turns != "all":
             raise UnilensError("vqa_attributes needs vqa_turns: all (the paper's layout draws its own attributes)")
+        unknown = [a for a in self.extra_vqa_attributes if a not in ALL_ATTRIBUTES]
+        if unknown:
+            raise UnilensError(
+                f"extra_vqa_attributes: unknown attribute(s) {unknown}; choose among {list(ALL_ATTRIBUTES)}"
+            )
+        if self.extra_vqa_per_image < 0:
+            raise UnilensError(f"extra_vqa_per_image is {self.extra_vqa_per_image}; it cannot be negative")
+        if bool(self.extra_vqa_attributes) != (self.extra_vqa_per_image > 0):
+            raise UnilensError(
+                "extra_vqa_attributes and extra_vqa_per_image go together: name the attributes and give a count "
+                "above 0 (or leave both out)"
+            )
         if not 16 <= self.image_size <= 1024:
             raise UnilensError(f"image_size {self.image_size} is outside 16..1024")
         und = validate_frequencies(self.und_frequencies)
@@ -166,6 +184,23 @@ def make_records(image_id: str, watch: Watch, tasks: tuple[str, ...], rng: np.ra
     ]
 
 
+def extra_vqa_records(image_id: str, watch: Watch, cfg: DataConfig, rng: np.random.Generator) -> list[dict]:
+    """cfg.extra_vqa_per_image one-question VQA records, the attribute of each drawn from cfg.extra_vqa_attributes."""
+    records = []
+    for k in range(cfg.extra_vqa_per_image):
+        attribute = cfg.extra_vqa_attributes[rng.integers(len(cfg.extra_vqa_attributes))]
+        records.append(
+            {
+                "id": f"{image_id}_vqa_extra{k}",
+                "task": "vqa",
+                "image": image_id,
+                "conversations": vqa_conversation(watch, rng, "all", (attribute,)),
+                "watch": watch.to_dict(),
+            }
+        )
+    return records
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w") as f:
         for row in rows:
@@ -178,8 +213,9 @@ def make_dataset(cfg: DataConfig, out: str | Path, overwrite: bool = False, prog
     pools = draw_pools(cfg)
     table = _image_table(pools)
     und_tasks = ("vqa", "caption") if cfg.captions else ("vqa",)
-    streams = np.random.SeedSequence(cfg.seed).spawn(7)
+    streams = np.random.SeedSequence(cfg.seed).spawn(8)  # spawn(n)'s first children do not depend on n
     text_rng, turns_rng = np.random.default_rng(streams[5]), np.random.default_rng(streams[6])
+    extra_rng = np.random.default_rng(streams[7])
     role_tasks = {
         "shared": (*und_tasks, "generation"),
         "und": und_tasks,
@@ -209,6 +245,8 @@ def make_dataset(cfg: DataConfig, out: str | Path, overwrite: bool = False, prog
                             watch, turns_rng, cfg.vqa_turns, tuple(cfg.vqa_attributes)
                         )
             train.extend(records)
+            if "vqa" in role_tasks[role]:
+                train.extend(extra_vqa_records(image_id, watch, cfg, extra_rng))
         images.flush()
         del images
         _write_jsonl(tmp / "images.jsonl", image_rows)

@@ -106,6 +106,27 @@ def test_vqa_attributes_keeps_only_the_named_questions_in_training(tmp_path):
     assert (dense.folder / "test.jsonl").read_bytes() == (focused.folder / "test.jsonl").read_bytes()
 
 
+def test_extra_vqa_records_add_focused_questions_and_leave_every_other_record_unchanged(tmp_path):
+    dense = load_dataset(make_dataset(tiny(vqa_turns="all"), tmp_path / "d", progress=False))
+    extra = load_dataset(
+        make_dataset(
+            tiny(vqa_turns="all", extra_vqa_attributes=["time"], extra_vqa_per_image=2), tmp_path / "e", progress=False
+        )
+    )
+    added = [r for r in extra.train if "_vqa_extra" in r["id"]]
+    assert [r for r in extra.train if "_vqa_extra" not in r["id"]] == dense.train
+    images_with_vqa = {r["image"] for r in dense.train if r["task"] == "vqa"}
+    assert len(added) == 2 * len(images_with_vqa) and {r["image"] for r in added} == images_with_vqa
+    for rec in added:
+        human, gpt = rec["conversations"]
+        assert rec["task"] == "vqa" and human["attribute"] == "time" and human["value"].startswith("<image>\n")
+        w = rec["watch"]
+        assert gpt["value"] == f"{w['hour']:02d}:{w['minute']:02d}:{w['second']:02d}"
+    assert len({r["conversations"][0]["value"] for r in added}) > 1  # the question is paraphrased
+    assert (dense.folder / "test.jsonl").read_bytes() == (extra.folder / "test.jsonl").read_bytes()
+    assert extra.manifest["counts"]["train_records"]["vqa"] == 3 * len(images_with_vqa)
+
+
 def test_llava_json_reads_through_the_same_reader(tmp_path):
     rows = [
         {
@@ -219,6 +240,8 @@ BAD_CONFIGS = {
     "unknown vqa_turns": ("n_images: 10\nvqa_turns: every\n", "vqa_turns"),
     "unknown vqa attribute": ("n_images: 10\nvqa_turns: all\nvqa_attributes: [clock]\n", "vqa_attributes"),
     "vqa attributes on the paper layout": ("n_images: 10\nvqa_attributes: [time]\n", "vqa_turns: all"),
+    "unknown extra vqa attribute": ("n_images: 10\nextra_vqa_attributes: [clock]\nextra_vqa_per_image: 1\n", "clock"),
+    "extra vqa without a count": ("n_images: 10\nextra_vqa_attributes: [time]\n", "extra_vqa_per_image"),
     "shared but biased": ("n_images: 10\nund_frequencies: {weather: {sunny: 1.0}}\n", "share_images: false"),
 }
 
