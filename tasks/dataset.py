@@ -170,18 +170,19 @@ def _image_table(pools: Pools) -> list[tuple[str, str, Watch]]:
     return rows
 
 
+def record(image_id: str, watch: Watch, task: str, conversations: list[dict], suffix: str = "") -> dict:
+    return {
+        "id": f"{image_id}_{task}{suffix}",
+        "task": task,
+        "image": image_id,
+        "conversations": conversations,
+        "watch": watch.to_dict(),
+    }
+
+
 def make_records(image_id: str, watch: Watch, tasks: tuple[str, ...], rng: np.random.Generator) -> list[dict]:
     builders = {"vqa": vqa_conversation, "caption": caption_conversation, "generation": generation_conversation}
-    return [
-        {
-            "id": f"{image_id}_{task}",
-            "task": task,
-            "image": image_id,
-            "conversations": builders[task](watch, rng),
-            "watch": watch.to_dict(),
-        }
-        for task in tasks
-    ]
+    return [record(image_id, watch, task, builders[task](watch, rng)) for task in tasks]
 
 
 def extra_vqa_records(image_id: str, watch: Watch, cfg: DataConfig, rng: np.random.Generator) -> list[dict]:
@@ -189,15 +190,7 @@ def extra_vqa_records(image_id: str, watch: Watch, cfg: DataConfig, rng: np.rand
     records = []
     for k in range(cfg.extra_vqa_per_image):
         attribute = cfg.extra_vqa_attributes[rng.integers(len(cfg.extra_vqa_attributes))]
-        records.append(
-            {
-                "id": f"{image_id}_vqa_extra{k}",
-                "task": "vqa",
-                "image": image_id,
-                "conversations": vqa_conversation(watch, rng, "all", (attribute,)),
-                "watch": watch.to_dict(),
-            }
-        )
+        records.append(record(image_id, watch, "vqa", vqa_conversation(watch, rng, "all", (attribute,)), f"_extra{k}"))
     return records
 
 
