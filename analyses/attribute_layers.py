@@ -23,7 +23,7 @@ from models.build import load_checkpoint
 from models.evaluate import checkpoints_of
 from models.presets import manifest_preset
 from probes.attribution import layer_integrated_gradients
-from probes.pairs import PATCHABLE, build_pairs
+from probes.pairs import DEFAULT_PAIR_ATTRIBUTES, build_pairs
 from probes.patching import group_mask
 from tasks.records import load_dataset
 from tasks.splits import arm_label
@@ -35,7 +35,7 @@ from unilens.io import atomic_write_text
 class AttributeConfig:
     models: dict[str, str] = field(default_factory=dict)  # name -> run or checkpoint folder
     out: str = "runs/attribution"
-    attributes: list[str] = field(default_factory=lambda: list(PATCHABLE))
+    attributes: list[str] = field(default_factory=lambda: list(DEFAULT_PAIR_ATTRIBUTES))
     n_examples: int = 16
     n_steps: int = 16
     groups: list[str] = field(default_factory=lambda: ["image", "question", "template"])

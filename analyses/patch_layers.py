@@ -21,7 +21,7 @@ from models.evaluate import checkpoints_of
 from models.presets import manifest_preset
 from probes.attribution import attribution_patching, integrated_gradients
 from probes.hooks import HookedVLM
-from probes.pairs import PATCHABLE, build_pairs, pair_change
+from probes.pairs import DEFAULT_PAIR_ATTRIBUTES, PATCHABLE, build_pairs, pair_change
 from probes.patching import Cell, patch_sweep
 from tasks.records import load_dataset
 from tasks.render import render_array
@@ -38,7 +38,7 @@ EMBED_SITE = "blocks.0.hook_resid_pre"
 class PatchConfig:
     models: dict[str, str] = field(default_factory=dict)  # name -> run or checkpoint folder
     out: str = "runs/patching"
-    attributes: list[str] = field(default_factory=lambda: list(PATCHABLE))
+    attributes: list[str] = field(default_factory=lambda: list(DEFAULT_PAIR_ATTRIBUTES))
     n_pairs: int = 64
     groups: list[str] = field(default_factory=lambda: ["image", "question", "template"])
     site_kinds: list[str] = field(default_factory=lambda: list(SITE_KINDS))
@@ -191,7 +191,10 @@ def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
     atomic_write_text(out / "patching_by_change.csv", by_change.to_csv(index=False))
     for attribute in cfg.attributes:
         for mode in cfg.modes:
-            plot_patching(summary, attribute, mode, out / f"patching_{attribute}_{mode}.png")
+            # one line figure per patched site kind; resid_post keeps the plain name
+            for kind in [k for k in SITE_KINDS if k in cfg.site_kinds]:
+                suffix = "" if kind == "resid_post" else f"_{kind}"
+                plot_patching(summary, attribute, mode, out / f"patching_{attribute}_{mode}{suffix}.png", kind=kind)
             plot_patching_heatmap(summary, attribute, mode, out / f"patching_heatmap_{attribute}_{mode}.png")
     if "estimated_change" in per_example:
         plot_attribution_check(per_example, out / "attribution_vs_true_patching.png")

@@ -3,7 +3,8 @@
 A pair shares every token and position tag; only the image differs. Both images go through the model's own
 frozen encoders, so a pair lives in the model's input space without touching the feature cache. The prompt is a
 VQA question about the changed attribute, followed by the answer tokens the two answers share ("top-" for
-top-left vs top-right): the patching metric compares the first token where the answers part.
+top-left vs top-right): the patching metric compares the first token where the answers part. An "hour" pair moves
+the hour hand to another face and asks the time; its answers share the hour's first digit and part at the second.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from models.generate import collate_prompts
 from models.sequence import Batch, Encoder, Sequence
 from tasks.render import render_array
 from tasks.templates import IMAGE_TOKEN, QUESTIONS, answer
-from tasks.world import CORNERS, WEATHERS, Watch
+from tasks.world import ATTRIBUTE_VALUES, CORNERS, WEATHERS, Watch
 from unilens.errors import UnilensError
 
-PATCHABLE = ("weather", "weather_pos", "battery_pos")
+HOURS = ATTRIBUTE_VALUES["hour"]
+# The analyses patch these by default; "hour" is patchable on request (it asks the time question, see below).
+DEFAULT_PAIR_ATTRIBUTES = ("weather", "weather_pos", "battery_pos")
+PATCHABLE = (*DEFAULT_PAIR_ATTRIBUTES, "hour")
+# the question a pair asks, where it is not the changed attribute's own
+ASKED = {"hour": "time"}
 
 
 @dataclass
@@ -43,6 +49,11 @@ def counterfactual(watch: Watch, attribute: str, rng: np.random.Generator) -> Wa
         choices = [w for w in WEATHERS if w != watch.weather]
     elif attribute in ("weather_pos", "battery_pos"):  # a free corner: the two never share one
         choices = [c for c in CORNERS if c not in (watch.weather_pos, watch.battery_pos)]
+    elif attribute == "hour":
+        # another face (hour 0 and 12 draw the same one) with the same tens digit, so the answers "HH:MM:SS" part
+        # at the hour's second digit in every pair: one logit difference, one answer position
+        tens = watch.hour // 10
+        choices = [h for h in HOURS if h // 10 == tens and h % 12 != watch.hour % 12]
     else:
         raise UnilensError(f"cannot build patching pairs for '{attribute}'; choose one of {list(PATCHABLE)}")
     return dataclasses.replace(watch, **{attribute: choices[int(rng.integers(len(choices)))]})
@@ -97,14 +108,15 @@ def build_pairs(
     und_space = in_memory_space(built.encoders[und_kind], pixels, ids)
     gen_space = und_space if gen_kind == und_kind else in_memory_space(built.encoders[gen_kind], pixels, ids)
     encoder = Encoder(built.tokenizer, und_space.num_tokens)
-    q = QUESTIONS[attribute][question % len(QUESTIONS[attribute])]
+    asked = ASKED.get(attribute, attribute)
+    q = QUESTIONS[asked][question % len(QUESTIONS[asked])]
     clean_seqs, corrupt_seqs, good, bad = [], [], [], []
     for i, (w_clean, w_corrupt) in enumerate(pairs):
-        a, b = encoder.text(answer(w_clean, attribute)), encoder.text(answer(w_corrupt, attribute))
+        a, b = encoder.text(answer(w_clean, asked)), encoder.text(answer(w_corrupt, asked))
         k = _shared_prefix(a, b)
         if k == min(len(a), len(b)):
             raise UnilensError(
-                f"answers '{answer(w_clean, attribute)}' and '{answer(w_corrupt, attribute)}' tokenize "
+                f"answers '{answer(w_clean, asked)}' and '{answer(w_corrupt, asked)}' tokenize "
                 "to a prefix of one another: no token separates them"
             )
         for seqs, which in ((clean_seqs, "clean"), (corrupt_seqs, "corrupt")):
@@ -112,7 +124,7 @@ def build_pairs(
                 "task": "vqa",
                 "image": f"{which}-{i}",
                 "conversations": [
-                    {"from": "human", "value": f"{IMAGE_TOKEN}\n{q}", "attribute": attribute},
+                    {"from": "human", "value": f"{IMAGE_TOKEN}\n{q}", "attribute": asked},
                     {"from": "gpt", "value": ""},
                 ],
             }

@@ -64,13 +64,13 @@ def test_batched_and_one_cell_at_a_time_agree(pair):
     assert (first["patched"] != first["corrupt"]).any()
 
 
-@pytest.mark.parametrize("attribute", ["weather", "weather_pos", "battery_pos"])
+@pytest.mark.parametrize("attribute", ["weather", "weather_pos", "battery_pos", "hour"])
 def test_counterfactual_pairs_change_exactly_one_attribute(loaded_vq_run, attribute):
     import dataclasses
 
     import numpy as np
 
-    from probes.pairs import build_pairs, pair_change
+    from probes.pairs import ASKED, build_pairs, pair_change
     from tasks.render import render_array
     from tasks.world import Watch
 
@@ -83,7 +83,13 @@ def test_counterfactual_pairs_change_exactly_one_attribute(loaded_vq_run, attrib
         assert changed == {attribute}
         assert corrupt_w.weather_pos != corrupt_w.battery_pos
     changes = [pair_change(a, b, attribute) for a, b in pairs.watches]
-    if attribute == "weather":
+    if attribute == "hour":  # another face, same tens digit: the answers part at the hour's second digit
+        for clean_w, corrupt_w in pairs.watches:
+            assert clean_w.hour % 12 != corrupt_w.hour % 12 and clean_w.hour // 10 == corrupt_w.hour // 10
+        assert set(changes) == {"value"}
+        digits = [built.tokenizer.decode([int(t)]).strip() for t in [*pairs.good, *pairs.bad]]
+        assert all(len(d) == 1 and d.isdigit() for d in digits)
+    elif attribute == "weather":
         assert set(changes) == {"value"}
     else:  # a row change parts the answers at their first token, a column change after the shared "top-"
         for (clean_w, corrupt_w), change in zip(pairs.watches, changes, strict=True):
@@ -102,8 +108,9 @@ def test_counterfactual_pairs_change_exactly_one_attribute(loaded_vq_run, attrib
 
         # the prompt ends with the answers' shared prefix, and good/bad continue it into the two answers
         prefix = [i for i, t in zip(seq.ids, seq.tags, strict=True) if t == TAG["answer"]]
-        assert tok.decode([*prefix, int(g)]).replace(" ", "") in answer(clean_w, attribute).replace(" ", "")
-        assert tok.decode([*prefix, int(b)]).replace(" ", "") in answer(corrupt_w, attribute).replace(" ", "")
+        asked = ASKED.get(attribute, attribute)
+        assert tok.decode([*prefix, int(g)]).replace(" ", "") in answer(clean_w, asked).replace(" ", "")
+        assert tok.decode([*prefix, int(b)]).replace(" ", "") in answer(corrupt_w, asked).replace(" ", "")
 
 
 def test_patch_cli_writes_tables_and_figures(trained_runs, tmp_path):
@@ -117,7 +124,7 @@ def test_patch_cli_writes_tables_and_figures(trained_runs, tmp_path):
         "models": {"tiny": trained_runs["sem-sem"].out},
         "attributes": ["weather"],
         "n_pairs": 4,
-        "site_kinds": ["resid_post"],
+        "site_kinds": ["resid_post", "mlp_out"],
         "groups": ["image", "question"],
     }
     path = tmp_path / "patch.yaml"
@@ -126,9 +133,20 @@ def test_patch_cli_writes_tables_and_figures(trained_runs, tmp_path):
     summary = pd.read_csv(tmp_path / "patch" / "patching_summary.csv")
     assert set(summary["mode"]) == {"denoise", "noise"}
     n_layers = summary["layer"].max() + 1
-    assert len(summary) == 2 * (1 + 2 * n_layers)  # adapter cell + layers x groups, per mode
+    assert len(summary) == 2 * (1 + 2 * 2 * n_layers)  # adapter cell + layers x kinds x groups, per mode
     assert summary["effect"].notna().all()
     assert (tmp_path / "patch" / "patching_weather_denoise.png").stat().st_size > 10_000
+    # a figure per site kind, each drawing the lines of its own kind
+    assert (tmp_path / "patch" / "patching_weather_denoise_mlp_out.png").is_file()
+    from analyses.plots import plot_patching
+
+    for kind in ("resid_post", "mlp_out"):  # question positions have no adapter cell: their line is the kind's own
+        lines = {
+            line.get_label(): line
+            for ax in plot_patching(summary, "weather", "denoise", kind=kind).axes
+            for line in ax.lines
+        }
+        assert len(lines["question"].get_xdata()) == n_layers, kind
     per_example = pd.read_csv(tmp_path / "patch" / "patching.csv")
     assert set(per_example["change"]) == {"value"}  # a weather pair changes the value, never a row or column
     by_change = pd.read_csv(tmp_path / "patch" / "patching_by_change.csv")
