@@ -55,13 +55,15 @@ def build_spaces(built: Built, cfg: ModelConfig, dataset: WorldDataset, cache_di
 
 
 def dependencies(cfg: ModelConfig, dataset: WorldDataset) -> dict:
-    from models.checkpoint import entry_hash
+    from models.checkpoint import entry_hash, tokenizer_hash
 
     und_space, gen_space = cfg.spaces
     deps = {"llm": Path(cfg.llm), "dataset": dataset.folder}
     for space in {und_space, gen_space}:
         deps[f"{space}_encoder"] = Path(encoder_dir(space, cfg))
-    return {k: {"path": str(v.resolve()), "hash": entry_hash(k, v)} for k, v in deps.items()}
+    recorded = {k: {"path": str(v.resolve()), "hash": entry_hash(k, v)} for k, v in deps.items()}
+    recorded["llm"]["tokenizer"] = tokenizer_hash(deps["llm"])
+    return recorded
 
 
 def load_checkpoint(folder: str | Path, check: bool = True) -> tuple[Built, dict]:

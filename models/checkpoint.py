@@ -16,13 +16,31 @@ from safetensors.torch import load_file, save_file
 
 from models.features import encoder_hash, legacy_encoder_hash
 from unilens.errors import UnilensError
-from unilens.io import atomic_dir, atomic_write_json, sha256_file
+from unilens.io import atomic_dir, atomic_write_json, sha256_file, sha256_json
 
 MANIFEST_VERSION = 1
 
 
 def llm_hash(folder: str | Path) -> str:
     return encoder_hash(folder)  # same rule: every safetensors file plus config.json
+
+
+# Files a Hugging Face tokenizer is read from. They sit beside the LLM's weights but outside llm_hash, whose rule
+# (and so every recorded build tag) predates this check: their hash is recorded as a separate field.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+
+
+def tokenizer_hash(folder: str | Path) -> str:
+    folder = Path(folder)
+    return sha256_json({name: sha256_file(folder / name) for name in TOKENIZER_FILES if (folder / name).is_file()})
 
 
 FITTED_BUFFERS = ("norm_in.", "norm_out.")  # statistics fitted on the training data, saved beside the weights
@@ -71,6 +89,13 @@ def check_dependencies(manifest: dict) -> None:
             problems.append(
                 f"{what} at {path} has hash {entry_hash(what, path)[:12]} but the checkpoint was trained on "
                 f"{entry['hash'][:12]}"
+            )
+        # checkpoints written before the tokenizer was recorded carry no "tokenizer" field and are not checked
+        elif "tokenizer" in entry and tokenizer_hash(path) != entry["tokenizer"]:
+            problems.append(
+                f"the tokenizer files in {path} changed since the checkpoint was trained (tokenizer hash "
+                f"{tokenizer_hash(path)[:12]}, recorded {entry['tokenizer'][:12]}): put back the tokenizer it was "
+                "trained with, or retrain"
             )
     if problems:
         raise UnilensError("checkpoint does not match its dependencies: " + "; ".join(problems))
@@ -255,6 +280,8 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
         if found is None or not matches_recorded(what, Path(entry["path"]), found["hash"]):
             have = "none" if found is None else found["hash"][:12]
             problems.append(f"{what}: checkpoint was trained on {have}, this run uses {entry['hash'][:12]}")
+        elif "tokenizer" in found and "tokenizer" in entry and found["tokenizer"] != entry["tokenizer"]:
+            problems.append(f"{what}: checkpoint was trained with another tokenizer than this run's")
     if problems:
         raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]))
     fresh = load_trainable(model, folder, partial=from_adapters)

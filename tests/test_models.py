@@ -202,6 +202,14 @@ def test_checkpoint_refuses_changed_dependencies(tiny_train_config, tiny_embedde
     trainer.train()
     ckpt = trainer.checkpoints()[-1]
     load_checkpoint(ckpt)  # fine while nothing changed
+    # a tokenizer edited under the checkpoint (the weights untouched) is refused, and accepted once put back
+    tok_config = llm_copy / "tokenizer_config.json"
+    original = tok_config.read_text()
+    tok_config.write_text(json.dumps({**json.loads(original), "model_max_length": 7}))
+    with pytest.raises(UnilensError, match=r"tokenizer files in .* changed"):
+        load_checkpoint(ckpt)
+    tok_config.write_text(original)
+    load_checkpoint(ckpt)
     model, _tok = load_llm(llm_copy)
     with torch.no_grad():
         model.get_input_embeddings().weight[0, 0] += 1.0
@@ -228,6 +236,7 @@ def test_checkpoint_written_under_the_legacy_hash_rule_still_loads_and_keeps_its
             old = legacy_encoder_hash(entry["path"])
             assert old != entry["hash"], what  # config.json's bytes made the difference
             entry["hash"] = old
+    del legacy["dependencies"]["llm"]["tokenizer"]  # not recorded then
     atomic_write_json(ckpt / "manifest.json", legacy)
     load_checkpoint(ckpt)  # accepted: the folders are the ones it recorded, under the old rule
     assert dependency_label(legacy["dependencies"]) == today
@@ -755,3 +764,11 @@ def test_init_from_refuses_another_model_before_writing_the_run_folder(tiny_trai
         with pytest.raises(UnilensError, match=problem):
             Trainer(cfg, progress=False).train()
         assert not Path(cfg.out).exists()
+    # the same LLM weights with another tokenizer: refused too
+    manifest_path = sorted((Path(stage1.out) / "checkpoints").glob("step-*"))[-1] / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["dependencies"]["llm"]["tokenizer"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    cfg = tiny_train_config("vq-vq", "lora", name="b4", init_from=stage1.out)
+    with pytest.raises(UnilensError, match="another tokenizer"):
+        Trainer(cfg, progress=False).train()
