@@ -1,10 +1,11 @@
-"""Print this folder's tables from the copied `unilens eval` summary (vq-vq-lora-heavy-answer_summary.csv).
+"""Print the tables of an `unilens eval` summary (default: this folder's vq-vq-lora-heavy-answer_summary.csv).
 
-python docs/results/2026-12-03/tables.py
+python docs/results/2026-12-03/tables.py [SUMMARY.csv]
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,8 @@ def cell(d: pd.DataFrame, task: str, attribute: str, metric: str, step: int) -> 
 
 
 def main() -> None:
-    summary = pd.read_csv(HERE / "vq-vq-lora-heavy-answer_summary.csv")
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "vq-vq-lora-heavy-answer_summary.csv"
+    summary = pd.read_csv(path)
     whole = summary[summary["value"] == "all"]
     steps = sorted(whole["step"].unique())
     understanding = [
@@ -32,6 +34,8 @@ def main() -> None:
         ("battery corner", "vqa_choice", "battery_pos", "choice"),
         ("battery (soft)", "vqa", "battery", "soft"),
         ("time (soft)", "vqa", "time", "soft"),
+        ("hour (greedy)", "vqa", "time", "hour"),
+        ("time image gap (nats)", "image_gap", "time", "gap"),
         ("weather, first turn", "vqa_choice_first_turn", "weather", "choice"),
     ]
     print("| step | " + " | ".join(name for name, *_ in understanding) + " |")
