@@ -91,11 +91,11 @@ def check_dependencies(manifest: dict) -> None:
                 f"{entry['hash'][:12]}"
             )
         # checkpoints written before the tokenizer was recorded carry no "tokenizer" field and are not checked
-        elif "tokenizer" in entry and tokenizer_hash(path) != entry["tokenizer"]:
+        elif "tokenizer" in entry and (now := tokenizer_hash(path)) != entry["tokenizer"]:
             problems.append(
                 f"the tokenizer files in {path} changed since the checkpoint was trained (tokenizer hash "
-                f"{tokenizer_hash(path)[:12]}, recorded {entry['tokenizer'][:12]}): put back the tokenizer it was "
-                "trained with, or retrain"
+                f"{now[:12]}, recorded {entry['tokenizer'][:12]}): put back the tokenizer it was trained with, or "
+                "retrain"
             )
     if problems:
         raise UnilensError("checkpoint does not match its dependencies: " + "; ".join(problems))
