@@ -1,6 +1,8 @@
 """The build record: which weights a result came from, and the machine that built them."""
 
 import json
+import os
+import time
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -69,3 +71,30 @@ def test_equal_weights_give_the_checkpoint_hash_whatever_the_training_report_say
     config["config"]["codebook_size"] += 1
     (vq / "config.json").write_text(json.dumps(config))
     assert encoder_hash(vq) != before
+
+
+def test_file_digests_are_reused_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    from unilens import io
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 1000)
+    old = time.time() - 100
+    os.utime(path, (old, old))
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: reads.append(p) or real_open(p, *a, **k))
+    first = io.sha256_file(path)
+    assert io.sha256_file(path) == first and len(reads) == 1  # the second call did not read the file
+
+    path.write_bytes(b"b" * 1000)  # same size, rewritten in place: a new timestamp
+    second = io.sha256_file(path)
+    assert second != first and len(reads) == 2
+
+    # Rewritten again within the clock's resolution, so that the timestamp does not change: a just-written file is
+    # never cached, so the rewrite is not answered with a stale digest.
+    path.write_bytes(b"c" * 1000)
+    stamp = path.stat().st_mtime_ns
+    third = io.sha256_file(path)
+    path.write_bytes(b"d" * 1000)
+    os.utime(path, ns=(stamp, stamp))
+    assert io.sha256_file(path) != third

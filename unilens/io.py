@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,27 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         os.replace(tmp, out)
 
 
+# Digests of files already hashed in this process, keyed by what a rewrite changes. A real LLM's weights take tens of
+# seconds to hash and a checkpoint's dependencies are hashed more than once (checked on load, then labelled in every
+# result row), so each file is read once. Files changed within the last few seconds are not cached: their timestamp
+# may not yet differ from a rewrite's (the "racy clean" case git guards against the same way).
+_DIGESTS: dict[tuple, str] = {}
+RACY_SECONDS = 3.0
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if time.time() - stat.st_mtime > RACY_SECONDS:
+        _DIGESTS[key] = digest
+    return digest
 
 
 def sha256_json(obj: Any) -> str:
