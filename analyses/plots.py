@@ -401,10 +401,11 @@ def eval_baselines(summary: pd.DataFrame) -> pd.DataFrame:
     for multiple choice a guess among the values the test questions use (1 / values), for generation a generator
     that always draws the commonest prompted value (that value's share of the prompts)."""
     rows = []
-    per_value = summary[(summary["value"] != "all") & summary["task"].isin(["vqa_choice", "generation"])]
+    choice_tasks = ("vqa_choice", "generation_choice")
+    per_value = summary[(summary["value"] != "all") & summary["task"].isin([*choice_tasks, "generation"])]
     per_value = per_value[per_value["metric"].isin(["choice", "correct"])]
     for (task, attribute, step), d in per_value.groupby(["task", "attribute", "step"]):
-        baseline = 1 / d["value"].nunique() if task == "vqa_choice" else d["n"].max() / d["n"].sum()
+        baseline = 1 / d["value"].nunique() if task in choice_tasks else d["n"].max() / d["n"].sum()
         rows.append({"task": task, "attribute": attribute, "step": step, "baseline": baseline})
     if not rows:
         return pd.DataFrame(columns=["task", "attribute", "baseline"])
@@ -413,17 +414,19 @@ def eval_baselines(summary: pd.DataFrame) -> pd.DataFrame:
 
 def plot_eval_curves(summary: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
     """Scores over training from `unilens eval`'s summary.csv: understanding by multiple choice over every VQA turn,
-    and generation read back per prompted attribute with its ceiling (the tokenizer's rendering of the truth, read
-    by the same reader). Dashed: the input-blind baseline of `eval_baselines`."""
+    generation read back per prompted attribute with its ceiling (the tokenizer's rendering of the truth, read by
+    the same reader), and generation by multiple choice over the prompt. Dashed: the input-blind baseline of
+    `eval_baselines`."""
     whole = summary[summary["value"] == "all"]
     coarse = ("weather", "weather_pos", "battery_pos")
     panels = (
         ("vqa_choice", "choice", coarse, "understanding: multiple choice, every VQA turn"),
         ("generation", "correct", coarse, "generation: prompted weather and corners read back"),
         ("generation", "correct", ("battery_decile", "hour", "minute5"), "generation: prompted battery and time"),
+        ("generation_choice", "choice", (*coarse, "hour"), "generation: multiple choice on the prompt (true image)"),
     )
     baselines = eval_baselines(summary)
-    fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(21, 4.2), sharey=True)
     for ax, (task, metric, attributes, label) in zip(axes, panels, strict=True):
         d = whole[(whole["task"] == task) & (whole["metric"] == metric) & whole["attribute"].isin(attributes)]
         ceilings = whole[(whole["task"] == task) & (whole["metric"] == "ceiling")]

@@ -8,6 +8,7 @@ features (semantic outputs), plus the cosine to the ground-truth features.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,12 @@ from models.sequence import Encoder, collate
 from tasks.records import WorldDataset
 from tasks.scoring import score_caption, score_vqa, summarize
 from tasks.splits import arm_label
+from tasks.templates import clause
 from tasks.world import ATTRIBUTE_VALUES, Watch
 from unilens.errors import UnilensError
 
 CHOICE_ATTRIBUTES = ("weather", "weather_pos", "battery_pos")
+GEN_CHOICE_ATTRIBUTES = ("weather", "weather_pos", "battery_pos", "hour")
 PROMPT_TO_READER = {
     "weather": ["weather"],
     "weather_pos": ["weather_pos"],
@@ -203,6 +206,65 @@ class Evaluator:
                     for slot in range(tokens):
                         rows.append({"image": image, "slot": slot, "condition": condition, "image_loss": loss[j, slot]})
         return pd.DataFrame(rows)
+
+    @torch.no_grad()
+    def image_losses(self, records: list[dict]) -> np.ndarray:
+        """The teacher-forced image loss of each generation record's own image under its own prompt: the mean over
+        its tokens of the code cross-entropy (VQ) or 1 - cosine (features), as in training."""
+        seqs = [self.gen_encoder.record(r) for r in records]
+        tokens = self.gen_space.num_tokens
+        out = []
+        for chunk in _batches(seqs, self.cfg.batch_size):
+            batch = collate(chunk, self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
+            head = self.model.gen_head(self.model.hidden(batch)[batch.gen_predict_mask]).float()
+            if self.gen_space.kind == "vq":
+                loss = torch.nn.functional.cross_entropy(head, batch.gen_targets, reduction="none")
+            else:
+                target = self.model.gen_target(batch.gen_targets.float())
+                loss = 1 - torch.nn.functional.cosine_similarity(head, target, dim=-1)
+            out.append(loss.view(len(chunk), tokens).mean(-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def prompt_choices(self, attributes: tuple[str, ...] = GEN_CHOICE_ATTRIBUTES) -> pd.DataFrame:
+        """Generation's multiple choice: every test generation prompt that names an attribute is asked again with
+        each other value of it in place of the true one (one clause changed, the rest of the prompt kept), and the
+        true image is scored under each (`image_loss`, the teacher-forced loss per token). The model knows what
+        the word asks it to draw when the true value gives the lowest loss. Why beside the read-back: it needs no
+        sampling and no reader, so a generation that misses a value the model does rank first points at decoding
+        (or the image loss's share of that detail), and one it does not rank first points at the model. `hour`
+        changes the hour of the prompted time; 0 and 12 draw the same face, so its candidates are 1 to 12."""
+        rows, records = [], []
+        for rec in _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split):
+            watch = Watch.from_dict(rec["watch"])
+            human = rec["conversations"][0]
+            for attribute in attributes:
+                named = "time" if attribute == "hour" else attribute
+                if named not in human.get("attributes", ()):
+                    continue
+                if attribute == "hour":
+                    truth = watch.hour % 12 or 12
+                    candidates = list(range(1, 13))
+                else:
+                    truth, candidates = getattr(watch, attribute), list(ATTRIBUTE_VALUES[attribute])
+                said = clause(watch, named)
+                if said not in human["value"]:
+                    raise UnilensError(f"{rec['id']}: its prompt does not contain '{said}'; re-render the dataset")
+                for candidate in candidates:
+                    if candidate == truth:
+                        asked = rec  # the prompt as written (hour 0 stays '00:')
+                    else:
+                        other = clause(dataclasses.replace(watch, **{attribute: candidate}), named)
+                        turn = {**human, "value": human["value"].replace(said, other)}
+                        asked = {**rec, "conversations": [turn, *rec["conversations"][1:]]}
+                    records.append(asked)
+                    row = {"image": rec["image"], "attribute": attribute, "value": str(truth)}
+                    rows.append({**row, "candidate": str(candidate)})
+        table = pd.DataFrame(rows)
+        if not len(table):
+            return table
+        table["image_loss"] = self.image_losses(records)
+        # the shape choice_predictions reads: one question per (image, attribute), the higher logp the likelier
+        return table.assign(turn=0, logp=-table["image_loss"])
 
     @torch.no_grad()
     def choices(self, attributes: tuple[str, ...] = CHOICE_ATTRIBUTES) -> pd.DataFrame:
@@ -392,9 +454,17 @@ def summary_table(
     reliance: pd.DataFrame | None = None,
     choices: pd.DataFrame | None = None,
     prompt: pd.DataFrame | None = None,
+    gen_choices: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Tidy rows: task x attribute x value x metric with mean and bootstrap CI (images resampled)."""
     parts = []
+    if gen_choices is not None and len(gen_choices):
+        picked = choice_predictions(gen_choices).merge(choice_margins(gen_choices), on=["image", "attribute", "turn"])
+        for by in (["attribute"], ["attribute", "value"]):
+            t = summarize(picked, by, ("choice", "margin"), n_boot=n_boot)
+            parts.append(
+                _tidy(t.melt(id_vars=[*by, "n"], var_name="metric_col", value_name="v"), "generation_choice", by)
+            )
     if prompt is not None and len(prompt):
         per_image = prompt_gain(prompt).assign(attribute="image")
         t = summarize(per_image, ["attribute"], ("true", "swapped", "gain"), n_boot=n_boot)
@@ -485,6 +555,17 @@ def choice_predictions(choices: pd.DataFrame, among: dict[str, list[str]] | None
     question = ["image", "attribute", "turn", *[c for c in ("model", "checkpoint") if c in d]]
     best = d.loc[d.groupby(question, sort=False)["logp"].idxmax()]
     return best.assign(choice=(best["candidate"] == best["value"]).astype(float)).reset_index(drop=True)
+
+
+def choice_margins(choices: pd.DataFrame) -> pd.DataFrame:
+    """Per question: the true candidate's log-probability minus the mean of the others' (`margin`, nats; for
+    generation choices the mean per-token image loss of the wrong prompts minus the true one's). Paired per question,
+    so > 0 means the named value moves the model towards the truth even where another value still ranks first."""
+    keys = ["image", "attribute", "turn", *[c for c in ("model", "checkpoint") if c in choices]]
+    is_true = choices["candidate"] == choices["value"]
+    true = choices[is_true].set_index(keys)["logp"]
+    others = choices[~is_true].groupby(keys)["logp"].mean()
+    return (true - others).rename("margin").dropna().reset_index()
 
 
 def _tidy(melted: pd.DataFrame, task: str, by: list[str]) -> pd.DataFrame:
@@ -589,6 +670,7 @@ def run_eval(
         "choices": [],
         "image_reliance": [],
         "prompt_reliance": [],
+        "generation_choices": [],
         "captions": [],
         "generation": [],
         "summary": [],
@@ -613,6 +695,7 @@ def run_eval(
         vqa = ev.vqa() if understand else pd.DataFrame()
         reliance = ev.image_reliance() if understand else pd.DataFrame()
         prompt = ev.prompt_reliance() if cfg.generation else pd.DataFrame()
+        gen_choices = ev.prompt_choices() if cfg.generation else pd.DataFrame()
         choices = ev.choices() if understand else pd.DataFrame()
         caps = ev.captions() if understand and cfg.captions else pd.DataFrame()
         gen = pd.DataFrame()
@@ -620,7 +703,7 @@ def run_eval(
             probes = FeatureProbes(ev.gen_space, dataset) if ev.gen_space.kind == "semantic" else None
             gen, generated = ev.generation(reader, probes)
             ev.grid(generated, out / f"grid_{ckpt.name}.png", cfg.grid_images)
-        summary = summary_table(vqa, caps, gen, cfg.n_boot, reliance, choices, prompt)
+        summary = summary_table(vqa, caps, gen, cfg.n_boot, reliance, choices, prompt, gen_choices)
         if cfg.fid_weights and cfg.generation and generated["pixels"] is not None:
             from models.fid import fid, load_feature_net
 
@@ -636,6 +719,7 @@ def run_eval(
             ("choices", choices),
             ("image_reliance", reliance),
             ("prompt_reliance", prompt),
+            ("generation_choices", gen_choices),
             ("captions", caps),
             ("generation", gen),
             ("summary", summary),

@@ -338,6 +338,60 @@ def test_prompt_reliance_scores_the_training_loss_and_moves_prompts_not_images(l
     assert set(summary["metric"]) == {"true", "swapped", "gain"} and set(summary["task"]) == {"prompt_reliance"}
 
 
+def test_prompt_choices_rescore_the_true_image_under_each_value_of_one_clause(loaded_vq_run, trained_runs):
+    """Generation's multiple choice: the true candidate's loss is the image's loss under its own prompt (the
+    prompt-reliance 'true' score), every other candidate changes exactly the named clause, and hour 0 is asked as
+    '00:' with 12 as its truth among 1..12. A prompt without the clause its record names is refused."""
+    import dataclasses
+
+    from models.evaluate import choice_margins, choice_predictions, prompt_gain
+    from tasks.world import Watch
+
+    built, dataset, _und, _gen = loaded_vq_run
+    records = [r for r in dataset.test if r["task"] == "generation"][:6]
+    # one record at hour 0: its prompt says 00:MM:SS, the face is the one 12 draws
+    first = records[0]
+    watch = dict(first["watch"], hour=0)
+    said = first["conversations"][0]["value"]
+    true_watch = Watch.from_dict(first["watch"])
+    turn = {**first["conversations"][0], "value": said.replace(true_watch.time_str, "00" + true_watch.time_str[2:])}
+    records[0] = {**first, "watch": watch, "conversations": [turn, *first["conversations"][1:]]}
+    data = dataclasses.replace(dataset, test=records)
+    ev = Evaluator(built, data, trained_runs["vq-vq"].cache_dir, EvalConfig(batch_size=8))
+    table = ev.prompt_choices()
+    sizes = table.groupby(["image", "attribute"])["candidate"].nunique()
+    expected = {"weather": 3, "weather_pos": 4, "battery_pos": 4, "hour": 12}
+    assert all(n == expected[attribute] for (_image, attribute), n in sizes.items())
+    categorical = ("weather", "weather_pos", "battery_pos")
+    named = sum(len([a for a in r["conversations"][0]["attributes"] if a in categorical]) + 1 for r in records)
+    assert len(sizes) == named  # every named categorical attribute of every prompt, and the hour (always named)
+    hour0 = table[(table["image"] == first["image"]) & (table["attribute"] == "hour")]
+    assert set(hour0["value"]) == {"12"} and set(hour0["candidate"]) == {str(h) for h in range(1, 13)}
+    truth = table[table["candidate"] == table["value"]].groupby("image")["image_loss"].agg(["min", "max"])
+    own = prompt_gain(ev.prompt_reliance()).set_index("image")["true"]
+    assert np.allclose(truth["min"], own[truth.index], atol=1e-4) and np.allclose(truth["max"], truth["min"])
+    hours = table[table["attribute"] == "hour"].groupby("image")["image_loss"]
+    assert (hours.max() - hours.min() > 0).all()  # another hour in the prompt moves the loss of the same image
+    picked = choice_predictions(table)
+    assert len(picked) == len(sizes) and set(picked["choice"]) <= {0.0, 1.0}
+    margins = choice_margins(table).set_index(["image", "attribute"])["margin"]
+    for (image, attribute), margin in margins.items():
+        rows = table[(table["image"] == image) & (table["attribute"] == attribute)]
+        wrong = rows[rows["candidate"] != rows["value"]]["image_loss"].mean()
+        assert margin == pytest.approx(wrong - rows[rows["candidate"] == rows["value"]]["image_loss"].iloc[0])
+    summary = summary_table(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), 50, gen_choices=table)
+    whole = summary[summary["value"] == "all"].set_index(["attribute", "metric"])["mean"]
+    for attribute in expected:
+        share = picked[picked["attribute"] == attribute]["choice"].mean()
+        assert whole[(attribute, "choice")] == pytest.approx(share)
+    assert set(summary["task"]) == {"generation_choice"}
+    broken = {**records[1], "conversations": [{**records[1]["conversations"][0], "value": "Draw a smart watch."}]}
+    broken["conversations"] += records[1]["conversations"][1:]
+    ev = Evaluator(built, dataclasses.replace(dataset, test=[broken]), trained_runs["vq-vq"].cache_dir, EvalConfig())
+    with pytest.raises(UnilensError, match="re-render the dataset"):
+        ev.prompt_choices()
+
+
 def test_image_gap_pairs_each_question_with_itself_under_a_swapped_image():
     """Hand-made losses: a model that reads the corner (2 nats dearer with another image) and one that answers the
     weather from priors (same loss whatever the image). The gap is paired per question, so the priors' spread
@@ -418,7 +472,7 @@ def test_no_understanding_scores_generation_alone(trained_runs, tmp_path):
     run = trained_runs["vq-vq"].out
     main(["eval", str(run), "--out", str(tmp_path / "eval"), "--limit", "4", "--no-understanding"])
     written = {p.name for p in (tmp_path / "eval").iterdir()}
-    assert {"prompt_reliance.csv", "generation.csv", "summary.csv", "scores.png"} <= written
+    assert {"prompt_reliance.csv", "generation_choices.csv", "generation.csv", "summary.csv", "scores.png"} <= written
     assert not written & {"vqa.csv", "choices.csv", "captions.csv", "image_reliance.csv"}
     tasks = set(pd.read_csv(tmp_path / "eval" / "summary.csv")["task"])
     assert "prompt_reliance" in tasks and not any(t.startswith(("vqa", "caption", "teacher")) for t in tasks)
@@ -510,11 +564,16 @@ def test_eval_baselines_are_a_guess_for_choices_and_the_commonest_prompt_for_gen
             rows.append(dict(task="vqa_choice", attribute="weather", value=value, metric="choice", n=n, step=step))
         for value in ("top-left", "top-right", "bottom-left", "bottom-right"):
             rows.append(dict(task="vqa_choice", attribute="weather_pos", value=value, metric="choice", n=9, step=step))
+        for hour in range(1, 13):
+            rows.append(
+                dict(task="generation_choice", attribute="hour", value=hour, metric="choice", n=10 + hour, step=step)
+            )
         rows.append(dict(task="generation", attribute="weather", value="all", metric="correct", n=100, step=step))
     summary = pd.DataFrame(rows).assign(mean=0.5, lo=0.4, hi=0.6)
     base = eval_baselines(summary).set_index(["task", "attribute"])["baseline"]
     assert base[("generation", "weather")] == pytest.approx(0.38)
     assert base[("vqa_choice", "weather")] == pytest.approx(1 / 3)
     assert base[("vqa_choice", "weather_pos")] == pytest.approx(0.25)
+    assert base[("generation_choice", "hour")] == pytest.approx(1 / 12)  # a guess, not the commonest prompted hour
     plot_eval_curves(summary, tmp_path / "scores.png")
     assert (tmp_path / "scores.png").stat().st_size > 1000
