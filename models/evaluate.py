@@ -209,8 +209,8 @@ class Evaluator:
 
     @torch.no_grad()
     def image_losses(self, records: list[dict]) -> np.ndarray:
-        """The teacher-forced image loss of each generation record's own image under its own prompt: the mean over
-        its tokens of the code cross-entropy (VQ) or 1 - cosine (features), as in training."""
+        """The teacher-forced image loss of each generation record's own image under its own prompt, per token:
+        (records, tokens) of the code cross-entropy (VQ) or 1 - cosine (features), as in training."""
         seqs = [self.gen_encoder.record(r) for r in records]
         tokens = self.gen_space.num_tokens
         out = []
@@ -222,17 +222,21 @@ class Evaluator:
             else:
                 target = self.model.gen_target(batch.gen_targets.float())
                 loss = 1 - torch.nn.functional.cosine_similarity(head, target, dim=-1)
-            out.append(loss.view(len(chunk), tokens).mean(-1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+            out.append(loss.view(len(chunk), tokens).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, tokens))
 
-    def prompt_choices(self, attributes: tuple[str, ...] = GEN_CHOICE_ATTRIBUTES) -> pd.DataFrame:
+    def prompt_choices(
+        self, attributes: tuple[str, ...] = GEN_CHOICE_ATTRIBUTES, token_losses: bool = False
+    ) -> pd.DataFrame:
         """Generation's multiple choice: every test generation prompt that names an attribute is asked again with
         each other value of it in place of the true one (one clause changed, the rest of the prompt kept), and the
         true image is scored under each (`image_loss`, the teacher-forced loss per token). The model knows what
         the word asks it to draw when the true value gives the lowest loss. Why beside the read-back: it needs no
         sampling and no reader, so a generation that misses a value the model does rank first points at decoding
         (or the image loss's share of that detail), and one it does not rank first points at the model. `hour`
-        changes the hour of the prompted time; 0 and 12 draw the same face, so its candidates are 1 to 12."""
+        changes the hour of the prompted time; 0 and 12 draw the same face, so its candidates are 1 to 12.
+        With `token_losses`, columns `token_0`... hold each row's loss per token slot: where in the image a word's
+        worth sits."""
         rows, records = [], []
         for rec in _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split):
             watch = Watch.from_dict(rec["watch"])
@@ -262,9 +266,14 @@ class Evaluator:
         table = pd.DataFrame(rows)
         if not len(table):
             return table
-        table["image_loss"] = self.image_losses(records)
+        per_token = self.image_losses(records)
+        table["image_loss"] = per_token.mean(-1)
         # the shape choice_predictions reads: one question per (image, attribute), the higher logp the likelier
-        return table.assign(turn=0, logp=-table["image_loss"])
+        table = table.assign(turn=0, logp=-table["image_loss"])
+        if token_losses:
+            slots = pd.DataFrame(per_token, columns=[f"token_{k}" for k in range(per_token.shape[1])])
+            table = pd.concat([table, slots], axis=1)
+        return table
 
     @torch.no_grad()
     def choices(self, attributes: tuple[str, ...] = CHOICE_ATTRIBUTES) -> pd.DataFrame:

@@ -358,7 +358,9 @@ def test_prompt_choices_rescore_the_true_image_under_each_value_of_one_clause(lo
     records[0] = {**first, "watch": watch, "conversations": [turn, *first["conversations"][1:]]}
     data = dataclasses.replace(dataset, test=records)
     ev = Evaluator(built, data, trained_runs["vq-vq"].cache_dir, EvalConfig(batch_size=8))
-    table = ev.prompt_choices()
+    table = ev.prompt_choices(token_losses=True)
+    per_token = table[[f"token_{k}" for k in range(_gen.num_tokens)]].to_numpy()
+    assert np.allclose(per_token.mean(-1), table["image_loss"])
     sizes = table.groupby(["image", "attribute"])["candidate"].nunique()
     expected = {"weather": 3, "weather_pos": 4, "battery_pos": 4, "hour": 12}
     assert all(n == expected[attribute] for (_image, attribute), n in sizes.items())
@@ -378,7 +380,7 @@ def test_prompt_choices_rescore_the_true_image_under_each_value_of_one_clause(lo
     for (image, attribute), margin in margins.items():
         rows = table[(table["image"] == image) & (table["attribute"] == attribute)]
         wrong = rows[rows["candidate"] != rows["value"]]["image_loss"].mean()
-        assert margin == pytest.approx(wrong - rows[rows["candidate"] == rows["value"]]["image_loss"].iloc[0])
+        assert margin == pytest.approx(wrong - rows[rows["candidate"] == rows["value"]]["image_loss"].iloc[0], abs=1e-6)
     summary = summary_table(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), 50, gen_choices=table)
     whole = summary[summary["value"] == "all"].set_index(["attribute", "metric"])["mean"]
     for attribute in expected:
