@@ -194,36 +194,33 @@ class Evaluator:
                 image_of = [seqs[source[i]].image for i in idx]  # the images stay; the prompts move
                 batch.gen_inputs = torch.cat([self.gen_space.inputs(image) for image in image_of])
                 batch.gen_targets = torch.cat([self.gen_space.targets(image) for image in image_of])
-                batch = batch.to(self.device)
-                out = self.model.gen_head(self.model.hidden(batch)[batch.gen_predict_mask]).float()
-                if self.gen_space.kind == "vq":
-                    loss = torch.nn.functional.cross_entropy(out, batch.gen_targets, reduction="none")
-                else:
-                    target = self.model.gen_target(batch.gen_targets.float())
-                    loss = 1 - torch.nn.functional.cosine_similarity(out, target, dim=-1)
-                loss = loss.view(len(idx), tokens).cpu().numpy()
+                loss = self._token_losses(batch)
                 for j, image in enumerate(image_of):
                     for slot in range(tokens):
                         rows.append({"image": image, "slot": slot, "condition": condition, "image_loss": loss[j, slot]})
         return pd.DataFrame(rows)
 
     @torch.no_grad()
+    def _token_losses(self, batch) -> np.ndarray:
+        """The teacher-forced loss of every generated token of a generation batch, as in training: (rows, tokens)
+        of the code cross-entropy (VQ) or 1 - cosine to the standardised target (features)."""
+        batch = batch.to(self.device)
+        head = self.model.gen_head(self.model.hidden(batch)[batch.gen_predict_mask]).float()
+        if self.gen_space.kind == "vq":
+            loss = torch.nn.functional.cross_entropy(head, batch.gen_targets, reduction="none")
+        else:
+            target = self.model.gen_target(batch.gen_targets.float())
+            loss = 1 - torch.nn.functional.cosine_similarity(head, target, dim=-1)
+        return loss.view(-1, self.gen_space.num_tokens).cpu().numpy()
+
     def image_losses(self, records: list[dict]) -> np.ndarray:
-        """The teacher-forced image loss of each generation record's own image under its own prompt, per token:
-        (records, tokens) of the code cross-entropy (VQ) or 1 - cosine (features), as in training."""
+        """Each generation record's own image scored under its own prompt, per token (records, tokens)."""
         seqs = [self.gen_encoder.record(r) for r in records]
-        tokens = self.gen_space.num_tokens
-        out = []
-        for chunk in _batches(seqs, self.cfg.batch_size):
-            batch = collate(chunk, self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
-            head = self.model.gen_head(self.model.hidden(batch)[batch.gen_predict_mask]).float()
-            if self.gen_space.kind == "vq":
-                loss = torch.nn.functional.cross_entropy(head, batch.gen_targets, reduction="none")
-            else:
-                target = self.model.gen_target(batch.gen_targets.float())
-                loss = 1 - torch.nn.functional.cosine_similarity(head, target, dim=-1)
-            out.append(loss.view(len(chunk), tokens).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, tokens))
+        out = [
+            self._token_losses(collate(chunk, self.und_space, self.gen_space, self.encoder.pad_id))
+            for chunk in _batches(seqs, self.cfg.batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.gen_space.num_tokens))
 
     def prompt_choices(
         self, attributes: tuple[str, ...] = GEN_CHOICE_ATTRIBUTES, token_losses: bool = False
