@@ -412,6 +412,17 @@ def eval_baselines(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).groupby(["task", "attribute"], as_index=False)["baseline"].mean()
 
 
+# one colour per attribute in every panel, so an attribute is followed across understanding and generation
+EVAL_COLORS = {
+    "weather": "C1",
+    "weather_pos": "C2",
+    "battery_pos": "C0",
+    "hour": "C3",
+    "battery_decile": "C4",
+    "minute5": "C5",
+}
+
+
 def plot_eval_curves(summary: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
     """Scores over training from `unilens eval`'s summary.csv: understanding by multiple choice over every VQA turn,
     generation read back per prompted attribute with its ceiling (the tokenizer's rendering of the truth, read by
@@ -434,7 +445,7 @@ def plot_eval_curves(summary: pd.DataFrame, path: str | Path | None = None, titl
             ax.text(0.5, 0.5, "not scored", ha="center", transform=ax.transAxes)
         for attribute, ad in d.groupby("attribute"):
             ad = ad.sort_values("step")
-            line = ax.plot(ad["step"], ad["mean"], marker="o", label=attribute)[0]
+            line = ax.plot(ad["step"], ad["mean"], marker="o", label=attribute, color=EVAL_COLORS.get(attribute))[0]
             ax.fill_between(ad["step"], ad["lo"], ad["hi"], color=line.get_color(), alpha=0.2)
             ceiling = ceilings[ceilings["attribute"] == attribute]
             if len(ceiling):

@@ -579,3 +579,14 @@ def test_eval_baselines_are_a_guess_for_choices_and_the_commonest_prompt_for_gen
     assert base[("generation_choice", "hour")] == pytest.approx(1 / 12)  # a guess, not the commonest prompted hour
     plot_eval_curves(summary, tmp_path / "scores.png")
     assert (tmp_path / "scores.png").stat().st_size > 1000
+    # the weather alone in one panel, after the battery corner in another: a colour cycle would differ between them
+    shown = [("vqa_choice", "weather"), ("generation_choice", "battery_pos"), ("generation_choice", "weather")]
+    both = [
+        dict(task=task, attribute=attribute, value="all", metric="choice", n=50, step=step)
+        for task, attribute in shown
+        for step in (100, 200)
+    ]
+    fig = plot_eval_curves(pd.DataFrame(both).assign(mean=0.5, lo=0.4, hi=0.6))
+    colors = [{ln.get_label(): ln.get_color() for ln in ax.get_lines()} for ax in fig.axes]
+    drawn = [c for c in colors if "weather" in c]
+    assert len(drawn) == 2 and len({c["weather"] for c in drawn}) == 1  # one colour per attribute in every panel
