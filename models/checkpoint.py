@@ -135,6 +135,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("lr_schedule",): "cosine",
     ("precision",): "auto",
     ("text_loss_unit",): "token",
+    ("gen_region_weights",): {},
     ("init_from",): "",
 }
 

@@ -35,6 +35,7 @@ class Sequence:
     image: str | None = None
     context: str = "understand"
     answers: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, attribute) of each answer
+    gen_weights: list[float] | None = None  # a loss weight per generated image token (None: all 1)
 
     def add_text(self, token_ids: list[int], tag: str, supervised: bool = False) -> None:
         for t in token_ids:
@@ -151,6 +152,7 @@ class Batch:
     gen_targets: torch.Tensor  # (n_gen_slots,) codes or (n_gen_slots, D) features
     contexts: list[str]
     images: list[str | None]
+    gen_weights: torch.Tensor | None = None  # (n_gen_slots,) image-loss weights; None: every token weighs 1
 
     def to(self, device: torch.device) -> Batch:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
@@ -164,8 +166,8 @@ class Batch:
         for name, value in self.__dict__.items():
             if name == "und_inputs":
                 fields[name] = value[:n_und]
-            elif name in ("gen_inputs", "gen_targets"):
-                fields[name] = value[:n_gen]
+            elif name in ("gen_inputs", "gen_targets", "gen_weights"):
+                fields[name] = value[:n_gen] if value is not None else None
             else:
                 fields[name] = value[:k]
         return Batch(**fields)
@@ -214,7 +216,8 @@ def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int, left_pad: b
     kind = torch.full((b, n), PAD, dtype=torch.long)
     labels = torch.full((b, n), -100, dtype=torch.long)
     tags = torch.zeros((b, n), dtype=torch.long)
-    und_inputs, gen_inputs, gen_targets = [], [], []
+    und_inputs, gen_inputs, gen_targets, gen_weights = [], [], [], []
+    weighted = any(s.gen_weights is not None for s in seqs)
     for i, s in enumerate(seqs):
         span = slice(n - len(s), n) if left_pad else slice(0, len(s))
         ids[i, span] = torch.tensor(s.ids)
@@ -226,6 +229,12 @@ def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int, left_pad: b
         if GEN_IMAGE in s.kind:
             gen_inputs.append(gen_space.inputs(s.image))
             gen_targets.append(gen_space.targets(s.image))
+            if weighted:
+                n_gen = s.kind.count(GEN_IMAGE)
+                w = s.gen_weights if s.gen_weights is not None else [1.0] * n_gen
+                if len(w) != n_gen:
+                    raise UnilensError(f"a sequence has {len(w)} image-loss weights for {n_gen} generated tokens")
+                gen_weights.append(torch.tensor(w, dtype=torch.float32))
 
     def cat(xs: list[torch.Tensor], dim: int, dtype) -> torch.Tensor:
         return torch.cat(xs) if xs else torch.zeros((0, dim) if dim else (0,), dtype=dtype)
@@ -242,4 +251,5 @@ def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int, left_pad: b
         gen_targets=cat(gen_targets, gen_target_dim, torch.long if gen_space.kind == "vq" else torch.float32),
         contexts=[s.context for s in seqs],
         images=[s.image for s in seqs],
+        gen_weights=cat(gen_weights, 0, torch.float32) if weighted else None,
     )

@@ -34,10 +34,12 @@ from models.checkpoint import (
 from models.device import autocast, check_precision, pick_device
 from models.presets import FreezeConfig, parameter_table
 from models.sequence import Encoder, Sequence, check_text_loss_unit, collate, text_loss_weights
-from models.unified import ModelConfig
+from models.unified import ModelConfig, grid_side
 from tasks.records import load_dataset
+from tasks.render import REGION_SIZES, region_slots
 from tasks.splits import ArmConfig, select_arm
 from tasks.templates import unconditional
+from tasks.world import Watch
 from unilens.config import to_dict
 from unilens.errors import UnilensError
 from unilens.io import atomic_write_json, atomic_write_text
@@ -62,6 +64,12 @@ class TrainConfig:
     # The text loss's unit: "token" (a mean over supervised tokens) or "answer" (every answer, caption and generation
     # phrase counts once, whatever its length): see models.sequence.text_loss_weights.
     text_loss_unit: str = "token"
+    # Extra weight on the generated image's loss at the tokens that draw an attribute its prompt names, e.g.
+    # {weather: 5.0}: the tokens under the weather icon weigh 5 in every generation record that asks for a weather
+    # (the image loss stays a weighted mean). Regions: weather (the icon) and battery (bar and text), at their corners
+    # (tasks.render.region_slots). Why offered: a per-token mean spends 4 of 64 VQ tokens on the icon, and no vq-vq
+    # run drew the prompted weather kind (docs/results/2026-12-03, seventh part).
+    gen_region_weights: dict[str, float] = field(default_factory=dict)
     max_grad_norm: float = 1.0
     checkpoint_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
     divergence_factor: float = 5.0  # stop when the smoothed loss exceeds this multiple of its start
@@ -81,6 +89,7 @@ class TrainConfig:
         check_lr_schedule(self.lr_schedule)
         check_precision(self.precision)
         check_text_loss_unit(self.text_loss_unit)
+        check_region_weights(self.gen_region_weights)
 
 
 def init_distributed(device: str = "auto") -> tuple[int, int]:
@@ -95,6 +104,30 @@ def init_distributed(device: str = "auto") -> tuple[int, int]:
 
 
 LR_SCHEDULES = ("cosine", "constant")
+
+
+def check_region_weights(weights: dict[str, float]) -> None:
+    for attribute, weight in weights.items():
+        if attribute not in REGION_SIZES:
+            raise UnilensError(
+                f"gen_region_weights names '{attribute}', which has no drawn region; choose from {sorted(REGION_SIZES)}"
+            )
+        if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
+            raise UnilensError(f"gen_region_weights[{attribute}] must be a positive number, got {weight!r}")
+
+
+def region_weights(record: dict, weights: dict[str, float], side: int) -> list[float] | None:
+    """Per generated token, the `gen_region_weights` of a generation record: the weight of each attribute its prompt
+    names at the tokens that draw it (the larger where two regions meet), 1 elsewhere; None for other records."""
+    if not weights or record["task"] != "generation":
+        return None
+    out = [1.0] * (side * side)
+    watch = Watch.from_dict(record["watch"])
+    for attribute in record["conversations"][0].get("attributes", []):
+        if attribute in weights:
+            for slot in region_slots(watch, attribute, side):
+                out[slot] = max(out[slot], float(weights[attribute]))
+    return out
 
 
 def check_lr_schedule(kind: str) -> None:
@@ -168,6 +201,12 @@ class Trainer:
             for i, r in enumerate(self.records)
             if r["task"] == "generation" and cfg.model.gen_prompt_dropout > 0
         }
+        if cfg.gen_region_weights:
+            side = grid_side(self.gen_space.num_tokens, "gen_region_weights")
+            for i, r in enumerate(self.records):
+                self.sequences[i].gen_weights = region_weights(r, cfg.gen_region_weights, side)
+                if i in self.unconditional:  # a dropped prompt names nothing: every token weighs 1
+                    self.unconditional[i].gen_weights = region_weights(unconditional(r), cfg.gen_region_weights, side)
         self.total_steps = max(1, math.ceil(cfg.epochs * len(self.sequences) / cfg.batch_size))
         self.ckpt_steps = checkpoint_steps(self.total_steps, cfg.checkpoint_fractions)
         self.optimizer, self.scheduler = self._optimizer()
@@ -324,7 +363,8 @@ class Trainer:
         alone, with the same normalisation, so that a gradient can be taken apart into its text and image parts)."""
         batch = collate(self.step_sequences(step), self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
         text_weights = text_loss_weights(batch.labels, self.cfg.text_loss_unit)
-        counts = self._reduce(torch.stack([text_weights.sum(), batch.gen_predict_mask.sum().float()]).to(self.device))
+        image_count = batch.gen_predict_mask.sum().float() if batch.gen_weights is None else batch.gen_weights.sum()
+        counts = self._reduce(torch.stack([text_weights.sum(), image_count]).to(self.device))
         per_label = self.cfg.text_loss_unit != "token" or text_scale != 1.0
         with autocast(self.device, self.cfg.precision):
             return self.model(

@@ -373,7 +373,8 @@ class UnifiedVLM(nn.Module):
         """Loss = text CE + alpha x image loss, each a sum over this batch's targets divided by `*_norm` (default:
         this batch's own count, i.e. a mean). Data-parallel ranks pass the global counts, so that summing their
         gradients gives exactly the single-process gradient of the whole global batch. `text_weights` (B, L), from
-        `sequence.text_loss_weights`, weighs each label's CE; the default count is then their sum."""
+        `sequence.text_loss_weights`, weighs each label's CE; the default count is then their sum. `batch.gen_weights`
+        weighs each generated token's loss the same way."""
         h = self.hidden(batch)
         text_mask = batch.labels != -100
         zero = h.sum() * 0
@@ -392,10 +393,14 @@ class UnifiedVLM(nn.Module):
         if pred_mask.any():
             out = self.gen_head(h[pred_mask]).float()
             if self.gen_space == "vq":
-                image_sum = F.cross_entropy(out, batch.gen_targets, reduction="sum")
+                per_token = F.cross_entropy(out, batch.gen_targets, reduction="none")
             else:
-                target = self.gen_target(batch.gen_targets.float())
-                image_sum = (1 - F.cosine_similarity(out, target, dim=-1)).sum()
-            image_loss = image_sum / (image_norm if image_norm is not None else pred_mask.sum())
+                per_token = 1 - F.cosine_similarity(out, self.gen_target(batch.gen_targets.float()), dim=-1)
+            if batch.gen_weights is None:
+                image_sum, count = per_token.sum(), pred_mask.sum()
+            else:
+                weights = batch.gen_weights.to(per_token.device)
+                image_sum, count = (per_token * weights).sum(), weights.sum()
+            image_loss = image_sum / (image_norm if image_norm is not None else count)
         loss = text_loss + self.image_loss_weight * image_loss
         return {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}

@@ -35,6 +35,8 @@ def repeat_batch(batch: Batch, k: int) -> Batch:
     for name, value in batch.__dict__.items():
         if isinstance(value, torch.Tensor):
             cat[name] = value.repeat(k, *([1] * (value.dim() - 1)))
+        elif value is None:
+            cat[name] = None
         else:
             cat[name] = value * k
     return Batch(**cat)

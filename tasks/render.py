@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tasks.world import Watch
+from unilens.errors import UnilensError
 
 BASE = 224
 RADIUS = 0.4 * BASE
@@ -111,6 +112,31 @@ def _draw_battery(draw: ImageDraw.ImageDraw, battery: int, corner: str) -> None:
     if fill > 0:
         draw.rectangle((x + 3, y + 3, x + 2 + fill, y + h - 3), fill=(0, 190, 0))
     draw.text((x + 2, y + h + 1), f"{battery}%", fill=(0, 0, 0), font=_font())
+
+
+# The attributes drawn in a box of their own, and that box's size in BASE pixels (the battery's "N%" text included).
+REGION_SIZES = {"weather": (ICON, ICON), "battery": (BATTERY_BOX[0] + 3, BATTERY_BOX[1] + 14)}
+
+
+def attribute_box(watch: Watch, attribute: str) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), end exclusive, in BASE pixels: where `attribute` (weather or battery) is drawn."""
+    if attribute not in REGION_SIZES:
+        raise UnilensError(
+            f"no drawn region for attribute '{attribute}'; attributes with a region: {sorted(REGION_SIZES)}"
+        )
+    w, h = REGION_SIZES[attribute]
+    x, y = corner_origin(getattr(watch, f"{attribute}_pos"), w, h)
+    return x, y, x + w + 1, y + h + 1  # PIL draws both end pixels of a box
+
+
+def region_slots(watch: Watch, attribute: str, side: int) -> list[int]:
+    """Row-major indices of the cells of a side x side token grid over the image that `attribute_box` overlaps:
+    the image tokens that draw the attribute."""
+    x0, y0, x1, y1 = attribute_box(watch, attribute)
+    cell = BASE / side
+    cols = range(int(x0 // cell), min(side, math.ceil(x1 / cell)))
+    rows = range(int(y0 // cell), min(side, math.ceil(y1 / cell)))
+    return [r * side + c for r in rows for c in cols]
 
 
 def render(watch: Watch, image_size: int = 128) -> Image.Image:

@@ -197,6 +197,7 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         "repeats",
         "text_loss_unit",
         "init_from",
+        "gen_region_weights",
     }
     assert {path[-1] for path in LATER_FIELDS} == later
     for cell in plain:
@@ -216,6 +217,7 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         assert with_later_defaults(resolved)["model"]["gen_prompt_dropout"] == 0.0
         assert with_later_defaults(resolved)["arm"]["repeats"] == {}
         assert with_later_defaults(resolved)["init_from"] == ""
+        assert with_later_defaults(resolved)["gen_region_weights"] == {}
     with pytest.raises(UnilensError, match="set by the grid itself"):
         cells_of(load_battery(_battery(tiny_embedded, tmp_path, model={"variant": "vq-vq"})))
     with pytest.raises(UnilensError, match="unknown key"):

@@ -17,8 +17,12 @@ from models.train import Trainer
 from unilens.config import to_dict
 
 
-@pytest.mark.parametrize(("variant", "text_loss_unit"), [("sem-vq", "token"), ("vq-vq", "answer")])
-def test_two_processes_match_one_at_the_same_global_batch(tiny_train_config, tmp_path, variant, text_loss_unit):
+@pytest.mark.parametrize(
+    ("variant", "text_loss_unit", "regions"), [("sem-vq", "token", {}), ("vq-vq", "answer", {"weather": 4.0})]
+)
+def test_two_processes_match_one_at_the_same_global_batch(
+    tiny_train_config, tmp_path, variant, text_loss_unit, regions
+):
     def run_config(name: str):
         # no LoRA dropout: its random masks would differ between one process and two
         return tiny_train_config(
@@ -29,6 +33,7 @@ def test_two_processes_match_one_at_the_same_global_batch(tiny_train_config, tmp
             freeze=FreezeConfig("lora", lora_dropout=0.0),
             checkpoint_fractions=[1.0],
             text_loss_unit=text_loss_unit,
+            gen_region_weights=regions,  # weighted image tokens: each process normalises by the global weight sum
         )
 
     single, double = run_config("single"), run_config("double")

@@ -1,6 +1,7 @@
 """Unified models: presets, adapters, distortions, checkpoints, resume, NaN guard, local HF loading."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -772,3 +773,65 @@ def test_init_from_refuses_another_model_before_writing_the_run_folder(tiny_trai
     cfg = tiny_train_config("vq-vq", "lora", name="b4", init_from=stage1.out)
     with pytest.raises(UnilensError, match="another tokenizer"):
         Trainer(cfg, progress=False).train()
+
+
+def test_gen_region_weights_weigh_the_icon_tokens_of_prompts_that_name_the_weather(tiny_train_config):
+    """With {weather: 5}, a generation record whose prompt names the weather weighs its icon's tokens 5 and the rest
+    1; other generation records and dropped prompts weigh every token 1; the image loss is the weighted mean of the
+    per-token losses, and all-one weights give exactly the unweighted loss."""
+    import torch.nn.functional as F
+
+    from models.unified import grid_side
+    from tasks.render import region_slots
+    from tasks.world import Watch
+
+    cfg = tiny_train_config("vq-vq", "lora", name="region", gen_region_weights={"weather": 5.0})
+    cfg.model.gen_prompt_dropout = 0.5
+    trainer = Trainer(cfg, progress=False)
+    side = grid_side(trainer.gen_space.num_tokens, "test")
+    counts = {"named": 0, "unnamed": 0}
+    for i, (record, seq) in enumerate(zip(trainer.records, trainer.sequences, strict=True)):
+        if record["task"] != "generation":
+            assert seq.gen_weights is None
+            continue
+        assert trainer.unconditional[i].gen_weights == [1.0] * side * side
+        expected = [1.0] * side * side
+        if "weather" in record["conversations"][0]["attributes"]:
+            for slot in region_slots(Watch.from_dict(record["watch"]), "weather", side):
+                expected[slot] = 5.0
+        counts["named" if 5.0 in expected else "unnamed"] += 1
+        assert seq.gen_weights == expected
+    assert counts["named"] > 3 and counts["unnamed"] > 3
+
+    model = trainer.model.eval()
+    step = next(
+        s for s in range(trainer.total_steps) if any(5.0 in (q.gen_weights or []) for q in trainer.step_sequences(s))
+    )
+    seqs = trainer.step_sequences(step)
+    batch = collate(seqs, trainer.und_space, trainer.gen_space, trainer.encoder.pad_id)
+    assert batch.gen_weights is not None and batch.gen_weights.shape == batch.gen_targets.shape
+    assert (batch.gen_weights == 5.0).any()
+    with torch.no_grad():
+        h = model.hidden(batch)
+        ce = F.cross_entropy(model.gen_head(h[batch.gen_predict_mask]).float(), batch.gen_targets, reduction="none")
+        weighted = model(batch)["image_loss"].item()
+        assert weighted == pytest.approx((ce * batch.gen_weights).sum().item() / batch.gen_weights.sum().item(), 1e-5)
+        assert weighted != pytest.approx(ce.mean().item(), rel=1e-4)
+        batch.gen_weights = torch.ones_like(batch.gen_weights)
+        ones = model(batch)["image_loss"]
+        batch.gen_weights = None
+        assert torch.allclose(ones, model(batch)["image_loss"], rtol=1e-6)
+    # training under the option runs, and a resume under another weighting is refused
+    Trainer(cfg, progress=False).train(until_step=4)
+    log = [json.loads(x) for x in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and all(math.isfinite(r["image_loss"]) and r["image_loss"] > 0 for r in log)
+    for bad, match in (
+        ({"hour": 2.0}, r"gen_region_weights names 'hour'.*\['battery', 'weather'\]"),
+        ({"weather": 0.0}, r"gen_region_weights\[weather\] must be a positive number"),
+        ({"weather": float("nan")}, "must be a positive number"),
+    ):
+        with pytest.raises(UnilensError, match=match):
+            TrainConfig(gen_region_weights=bad)
+    other = tiny_train_config("vq-vq", "lora", name="region", gen_region_weights={"weather": 2.0})
+    with pytest.raises(UnilensError, match="gen_region_weights"):
+        Trainer(other, progress=False).train()

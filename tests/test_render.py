@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from tasks.render import BASE, CENTER, RADIUS, hand_angles, render_array
-from tasks.world import Watch
+from tasks.render import BASE, CENTER, RADIUS, attribute_box, hand_angles, region_slots, render_array
+from tasks.world import CORNERS, Watch
+from unilens.errors import UnilensError
 
 
 def watch(**kw) -> Watch:
@@ -118,3 +119,41 @@ def test_resize_keeps_size_and_is_antialiased():
     img = render_array(watch(), 128)
     assert img.shape == (128, 128, 3)
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20  # antialiasing gives intermediate colours
+
+
+def changed_pixels(variants: list[Watch]) -> np.ndarray:
+    """(N, 2) row, column of every pixel that differs among the renders of `variants` at BASE size."""
+    imgs = np.stack([render_array(v, BASE).astype(int) for v in variants])
+    return np.argwhere((imgs != imgs[:1]).any(axis=(0, 3)))
+
+
+@pytest.mark.parametrize("corner", CORNERS)
+def test_regions_hold_every_pixel_their_attribute_changes(corner):
+    """The pixels that change with the weather kind alone (or the battery level alone) lie inside that attribute's
+    box, and the cells of an 8 x 8 token grid that hold them are among its region's slots: region weighting of the
+    image loss covers everything that tells the value."""
+    other = CORNERS[(CORNERS.index(corner) + 1) % 4]
+    cases = {
+        "weather": [watch(weather=w, weather_pos=corner, battery_pos=other) for w in ("sunny", "cloudy", "raining")],
+        "battery": [watch(battery=b, battery_pos=corner, weather_pos=other) for b in (0, 7, 58, 100)],
+    }
+    cell = BASE / 8
+    for attribute, variants in cases.items():
+        changed = changed_pixels(variants)
+        x0, y0, x1, y1 = attribute_box(variants[0], attribute)
+        assert len(changed) > 50
+        assert (changed[:, 0] >= y0).all() and (changed[:, 0] < y1).all(), attribute
+        assert (changed[:, 1] >= x0).all() and (changed[:, 1] < x1).all(), attribute
+        cells = {int(r // cell) * 8 + int(c // cell) for r, c in changed}
+        slots = region_slots(variants[0], attribute, 8)
+        assert cells <= set(slots) and len(slots) == 4, (attribute, cells, slots)
+
+
+def test_region_slots_by_corner_and_grid():
+    assert region_slots(watch(weather_pos="top-left"), "weather", 8) == [0, 1, 8, 9]
+    assert region_slots(watch(weather_pos="bottom-right"), "weather", 8) == [54, 55, 62, 63]
+    assert region_slots(watch(battery_pos="top-right"), "battery", 8) == [6, 7, 14, 15]
+    assert region_slots(watch(weather_pos="bottom-left"), "weather", 4) == [12]
+    assert region_slots(watch(weather_pos="top-right"), "weather", 16) == [13, 14, 15, 29, 30, 31, 45, 46, 47]
+    with pytest.raises(UnilensError, match=r"no drawn region for attribute 'hour'.*battery.*weather"):
+        region_slots(watch(), "hour", 8)
