@@ -835,3 +835,21 @@ def test_gen_region_weights_weigh_the_icon_tokens_of_prompts_that_name_the_weath
     other = tiny_train_config("vq-vq", "lora", name="region", gen_region_weights={"weather": 2.0})
     with pytest.raises(UnilensError, match="gen_region_weights"):
         Trainer(other, progress=False).train()
+
+
+def test_gen_region_weights_weigh_the_semantic_cosine_loss_too(tiny_train_config):
+    import torch.nn.functional as F
+
+    cfg = tiny_train_config("sem-sem", "lora", name="region-sem", gen_region_weights={"weather": 3.0})
+    trainer = Trainer(cfg, progress=False)
+    step = next(
+        s for s in range(trainer.total_steps) if any(3.0 in (q.gen_weights or []) for q in trainer.step_sequences(s))
+    )
+    batch = collate(trainer.step_sequences(step), trainer.und_space, trainer.gen_space, trainer.encoder.pad_id)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        out = model.gen_head(model.hidden(batch)[batch.gen_predict_mask]).float()
+        per_token = 1 - F.cosine_similarity(out, model.gen_target(batch.gen_targets.float()), dim=-1)
+        expected = (per_token * batch.gen_weights).sum() / batch.gen_weights.sum()
+        assert model(batch)["image_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+        assert expected.item() != pytest.approx(per_token.mean().item(), rel=1e-4)
