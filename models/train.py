@@ -112,7 +112,7 @@ def check_region_weights(weights: dict[str, float]) -> None:
             raise UnilensError(
                 f"gen_region_weights names '{attribute}', which has no drawn region; choose from {sorted(REGION_SIZES)}"
             )
-        if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
+        if isinstance(weight, bool) or not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
             raise UnilensError(f"gen_region_weights[{attribute}] must be a positive number, got {weight!r}")
 
 

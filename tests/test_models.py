@@ -829,6 +829,7 @@ def test_gen_region_weights_weigh_the_icon_tokens_of_prompts_that_name_the_weath
         ({"hour": 2.0}, r"gen_region_weights names 'hour'.*\['battery', 'weather'\]"),
         ({"weather": 0.0}, r"gen_region_weights\[weather\] must be a positive number"),
         ({"weather": float("nan")}, "must be a positive number"),
+        ({"battery": True}, "must be a positive number"),
     ):
         with pytest.raises(UnilensError, match=match):
             TrainConfig(gen_region_weights=bad)
