@@ -179,6 +179,13 @@ class Batch:
         mask[:, :-1] = self.kind[:, 1:] == GEN_IMAGE
         return mask
 
+    @property
+    def image_loss_count(self) -> torch.Tensor:
+        """What the image loss's sum is divided by: the predicted image tokens, or their weights' sum if weighted."""
+        if self.gen_weights is None:
+            return self.gen_predict_mask.sum().float()
+        return self.gen_weights.sum()
+
 
 TEXT_LOSS_UNITS = ("token", "answer")
 

@@ -206,7 +206,7 @@ class Trainer:
             for i, r in enumerate(self.records):
                 self.sequences[i].gen_weights = region_weights(r, cfg.gen_region_weights, side)
                 if i in self.unconditional:  # a dropped prompt names nothing: every token weighs 1
-                    self.unconditional[i].gen_weights = region_weights(unconditional(r), cfg.gen_region_weights, side)
+                    self.unconditional[i].gen_weights = [1.0] * (side * side)
         self.total_steps = max(1, math.ceil(cfg.epochs * len(self.sequences) / cfg.batch_size))
         self.ckpt_steps = checkpoint_steps(self.total_steps, cfg.checkpoint_fractions)
         self.optimizer, self.scheduler = self._optimizer()
@@ -363,8 +363,7 @@ class Trainer:
         alone, with the same normalisation, so that a gradient can be taken apart into its text and image parts)."""
         batch = collate(self.step_sequences(step), self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
         text_weights = text_loss_weights(batch.labels, self.cfg.text_loss_unit)
-        image_count = batch.gen_predict_mask.sum().float() if batch.gen_weights is None else batch.gen_weights.sum()
-        counts = self._reduce(torch.stack([text_weights.sum(), image_count]).to(self.device))
+        counts = self._reduce(torch.stack([text_weights.sum(), batch.image_loss_count]).to(self.device))
         per_label = self.cfg.text_loss_unit != "token" or text_scale != 1.0
         with autocast(self.device, self.cfg.precision):
             return self.model(

@@ -396,11 +396,8 @@ class UnifiedVLM(nn.Module):
                 per_token = F.cross_entropy(out, batch.gen_targets, reduction="none")
             else:
                 per_token = 1 - F.cosine_similarity(out, self.gen_target(batch.gen_targets.float()), dim=-1)
-            if batch.gen_weights is None:
-                image_sum, count = per_token.sum(), pred_mask.sum()
-            else:
-                weights = batch.gen_weights.to(per_token.device)
-                image_sum, count = (per_token * weights).sum(), weights.sum()
-            image_loss = image_sum / (image_norm if image_norm is not None else count)
+            if batch.gen_weights is not None:
+                per_token = per_token * batch.gen_weights.to(per_token.device)
+            image_loss = per_token.sum() / (image_norm if image_norm is not None else batch.image_loss_count)
         loss = text_loss + self.image_loss_weight * image_loss
         return {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}

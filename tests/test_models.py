@@ -819,8 +819,10 @@ def test_gen_region_weights_weigh_the_icon_tokens_of_prompts_that_name_the_weath
         assert weighted != pytest.approx(ce.mean().item(), rel=1e-4)
         batch.gen_weights = torch.ones_like(batch.gen_weights)
         ones = model(batch)["image_loss"]
+        assert batch.image_loss_count.item() == batch.gen_targets.numel()
         batch.gen_weights = None
         assert torch.allclose(ones, model(batch)["image_loss"], rtol=1e-6)
+        assert batch.image_loss_count.item() == batch.gen_predict_mask.sum().item() == batch.gen_targets.numel()
     # training under the option runs, and a resume under another weighting is refused
     Trainer(cfg, progress=False).train(until_step=4)
     log = [json.loads(x) for x in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
