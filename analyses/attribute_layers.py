@@ -91,11 +91,14 @@ def summarize_shares(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_to
     for key, g in df.groupby(["model", "attribute", "layer", "group"], sort=True):
         part, total = g["attribution"].to_numpy(), g["total"].to_numpy()
         idx = rng.integers(0, len(g), (n_boot, len(g)))
-        boot = part[idx].mean(1) / total[idx].mean(1)
+        # a model blind to the image has a zero total: its share is undefined (NaN), flagged by reads_image below
+        with np.errstate(divide="ignore", invalid="ignore"):
+            boot = part[idx].mean(1) / total[idx].mean(1)
+            share = part.mean() / total.mean()
         rows.append(
             {
                 **dict(zip(["model", "attribute", "layer", "group"], key, strict=True)),
-                "share": part.mean() / total.mean(),
+                "share": share,
                 "lo": float(np.quantile(boot, 0.025)),
                 "hi": float(np.quantile(boot, 0.975)),
                 "mean_total": total.mean(),

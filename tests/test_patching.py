@@ -300,6 +300,7 @@ def test_attribute_cli_writes_layer_shares_and_heatmaps(trained_runs, tmp_path):
 
 
 def test_layer_shares_flag_answers_that_do_not_depend_on_the_image():
+    import numpy as np
     import pandas as pd
 
     from analyses.attribute_layers import summarize_shares
@@ -321,4 +322,5 @@ def test_layer_shares_flag_answers_that_do_not_depend_on_the_image():
         )
     shares = summarize_shares(pd.DataFrame(rows), n_boot=50).set_index("model")
     assert not shares.loc["noise", "reads_image"]  # |mean total| is 0: a ratio over it would be noise
+    assert np.isnan(shares.loc["noise", "share"])
     assert shares.loc["reads", "reads_image"] and shares.loc["reads", "share"] == pytest.approx(0.75)
