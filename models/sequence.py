@@ -181,9 +181,10 @@ class Batch:
 
     @property
     def image_loss_count(self) -> torch.Tensor:
-        """What the image loss's sum is divided by: the predicted image tokens, or their weights' sum if weighted."""
+        """What the image loss's sum is divided by: the predicted image tokens (one per generated image slot, so no
+        mask is built), or their weights' sum if weighted."""
         if self.gen_weights is None:
-            return self.gen_predict_mask.sum().float()
+            return torch.tensor(float(len(self.gen_targets)), device=self.gen_targets.device)
         return self.gen_weights.sum()
 
 
