@@ -17,6 +17,7 @@ from models.evaluate import choice_predictions
 from tasks.scoring import bootstrap_ci
 
 QUESTION = ["image", "attribute", "turn"]
+ATTRIBUTES = ("weather", "weather_pos", "battery_pos")
 
 
 def per_question(folder: Path, step: int | None) -> dict[str, pd.DataFrame]:
@@ -26,26 +27,19 @@ def per_question(folder: Path, step: int | None) -> dict[str, pd.DataFrame]:
         chosen = table["step"].max() if step is None else step
         return table[table["step"] == chosen]
 
-    out = {}
-    choices = at(pd.read_csv(folder / "choices.csv"))
-    picked = choice_predictions(choices).rename(columns={"choice": "score"})
-    for attribute in ("weather", "weather_pos", "battery_pos"):
-        out[f"und. {attribute} (choice)"] = picked[picked["attribute"] == attribute][[*QUESTION, "score"]]
+    def scored(table: pd.DataFrame, attribute: str, column: str) -> pd.DataFrame:
+        rows = table[table["attribute"] == attribute]
+        return rows[QUESTION].assign(score=rows[column])
+
+    und_choices = choice_predictions(at(pd.read_csv(folder / "choices.csv")))
     vqa = at(pd.read_csv(folder / "vqa.csv"))
-    out["und. battery (soft)"] = vqa[vqa["attribute"] == "battery"][[*QUESTION]].assign(
-        score=vqa.loc[vqa["attribute"] == "battery", "soft"]
-    )
-    out["und. hour"] = vqa[vqa["attribute"] == "time"][[*QUESTION]].assign(
-        score=vqa.loc[vqa["attribute"] == "time", "hour"]
-    )
     gen = at(pd.read_csv(folder / "generation.csv")).assign(turn=0)
-    for attribute in ("weather", "weather_pos", "battery_pos"):
-        rows = gen[gen["attribute"] == attribute]
-        out[f"gen. {attribute} (read back)"] = rows[QUESTION].assign(score=rows["correct"])
-    gen_choices = at(pd.read_csv(folder / "generation_choices.csv"))
-    picked = choice_predictions(gen_choices).rename(columns={"choice": "score"})
-    for attribute in ("weather", "weather_pos", "battery_pos"):
-        out[f"gen. {attribute} (choice)"] = picked[picked["attribute"] == attribute][[*QUESTION, "score"]]
+    gen_choices = choice_predictions(at(pd.read_csv(folder / "generation_choices.csv")))
+    out = {f"und. {a} (choice)": scored(und_choices, a, "choice") for a in ATTRIBUTES}
+    out["und. battery (soft)"] = scored(vqa, "battery", "soft")
+    out["und. hour"] = scored(vqa, "time", "hour")
+    out |= {f"gen. {a} (read back)": scored(gen, a, "correct") for a in ATTRIBUTES}
+    out |= {f"gen. {a} (choice)": scored(gen_choices, a, "choice") for a in ATTRIBUTES}
     return out
 
 
