@@ -131,6 +131,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("model", "image_order"): "raster",
     ("model", "gen_input_corruption"): 0.0,
     ("model", "gen_prompt_dropout"): 0.0,
+    ("model", "und_slot_rank"): 0,
     ("arm", "repeats"): {},
     ("lr_schedule",): "cosine",
     ("precision",): "auto",

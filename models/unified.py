@@ -51,6 +51,13 @@ class ModelConfig:
     # attribute (tasks.templates.unconditional). Why: classifier-free guidance at decoding (`unilens eval
     # --guidance`) needs the model's image distribution without a prompt to contrast the prompted one with.
     gen_prompt_dropout: float = 0.0
+    # Rank r of a per-slot linear map added to the understanding adapter's output (0: off): slot s gets
+    # V (W_s x_s), with W_s (r x d_in) its own and V (d x r) shared, V starting at zero so the model starts as without
+    # it. Why offered: the semantic encoder carries the hour spread over every token (a linear probe over all 64
+    # tokens reads it, one over their average does not: docs/results/2026-12-03), and an attention head that starts
+    # near uniform sees only that average. With per-slot maps the average of the image's tokens is itself a rank-r
+    # linear read of the whole image, so a uniform head starts where the all-token probe is.
+    und_slot_rank: int = 0
 
     def __post_init__(self) -> None:
         for name, what in (
@@ -60,6 +67,9 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise UnilensError(f"{name} must be in [0, 1), got {value}: it is the fraction of {what} (0: off)")
+        rank = self.und_slot_rank
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise UnilensError(f"und_slot_rank must be a whole number >= 0 (0: off), got {rank!r}")
 
     @property
     def position_kind(self) -> str:
@@ -220,6 +230,23 @@ class SlotEmbedding(nn.Module):
         return (self.rows[:, None] + self.cols[None, :]).reshape(-1, self.rows.shape[1])
 
 
+class SlotwiseLowRank(nn.Module):
+    """Token t of an image (slot s = t mod T) -> V (W_s x_t): a linear map of its own per slot, of rank r, into the
+    model width. V starts at zero (the map adds nothing until trained) and W_s at the scale that keeps W_s x of
+    standardised features near unit variance. Called on whole images' tokens in slot order, (n * T, d_in)."""
+
+    def __init__(self, tokens: int, d_in: int, rank: int, d_model: int, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.down = nn.Parameter(torch.randn(tokens, rank, d_in, generator=g) / d_in**0.5)
+        self.up = nn.Parameter(torch.zeros(d_model, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.down.shape[0]
+        z = torch.einsum("ntd,trd->ntr", x.view(-1, tokens, x.shape[-1]), self.down.to(x.dtype))
+        return (z @ self.up.to(x.dtype).T).reshape(len(x), -1)
+
+
 class GenHead(nn.Module):
     def __init__(self, d_model: int, d_out: int):
         super().__init__()
@@ -260,6 +287,10 @@ class UnifiedVLM(nn.Module):
                 raise UnilensError("image_positions needs the encoders' token counts (und_tokens, gen_tokens)")
             self.und_pos = SlotEmbedding(cfg.position_kind, und_tokens, d)
             self.gen_pos = SlotEmbedding(cfg.position_kind, gen_tokens, d)
+        if cfg.und_slot_rank:
+            if und_tokens <= 0:
+                raise UnilensError("und_slot_rank needs the understanding encoder's token count (und_tokens)")
+            self.und_slot = SlotwiseLowRank(und_tokens, und_dim, cfg.und_slot_rank, d)
         token_rms = self.base_llm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt().item()
         self.vision_in.match_output_rms(token_rms)
         if not cfg.shared:
@@ -273,9 +304,11 @@ class UnifiedVLM(nn.Module):
         self.image_loss_weight = weight if weight >= 0 else (0.2 if gen_space == "vq" else 1.0)
 
     def und_embed(self, raw: torch.Tensor) -> torch.Tensor:
-        """Encoder-space input features (whole images, raster order) -> LLM embeddings (normalise, distort, adapt),
-        in the configured token order."""
-        return self.vision_in(self.distort_in(self.norm_in(self.ordered(raw))))
+        """Encoder-space input features (whole images, raster order) -> LLM embeddings (normalise, distort, adapt,
+        plus the per-slot map when configured), in the configured token order."""
+        x = self.distort_in(self.norm_in(self.ordered(raw)))
+        out = self.vision_in(x)
+        return out + self.und_slot(x) if self.cfg.und_slot_rank else out
 
     def ordered(self, raw: torch.Tensor) -> torch.Tensor:
         if self.cfg.image_order == "raster":

@@ -43,7 +43,7 @@ def check_compatible(donor, recipient) -> None:
         raise UnilensError("donor and recipient use different tokenizers: their positions would not line up")
 
 
-ADAPTER_PARTS = ("vision_in.", "boi", "eoi", "norm_in.", "und_pos.")
+ADAPTER_PARTS = ("vision_in.", "boi", "eoi", "norm_in.", "und_pos.", "und_slot.")
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
 
 

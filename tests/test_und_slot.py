@@ -1,0 +1,68 @@
+"""The per-slot low-rank map on the understanding input (ModelConfig.und_slot_rank): starts as a no-op, reads where
+a token sits (the shared adapter alone cannot, once tokens are averaged), trains, saves, reloads, rejects bad ranks."""
+
+import pytest
+import torch
+
+from models.build import build_model, build_spaces, load_checkpoint
+from models.presets import FreezeConfig, parameter_table
+from models.sequence import Encoder, collate
+from models.train import Trainer
+from models.unified import ModelConfig
+from tasks.records import load_dataset
+from unilens.errors import UnilensError
+
+
+def tiny_model(tiny_embedded, rank: int):
+    cfg = ModelConfig(
+        variant="sem-sem",
+        llm=str(tiny_embedded / "lm"),
+        semantic_encoder=str(tiny_embedded / "semantic"),
+        vq_encoder=str(tiny_embedded / "vq"),
+        und_slot_rank=rank,
+    )
+    built = build_model(cfg, FreezeConfig("lora"), seed=0)
+    dataset = load_dataset(tiny_embedded / "data")
+    und, gen = build_spaces(built, cfg, dataset, tiny_embedded.parent / "cache")
+    return built, dataset, und, gen
+
+
+def test_the_map_starts_as_a_no_op_and_then_reads_where_tokens_sit(tiny_embedded):
+    plain, dataset, und, gen = tiny_model(tiny_embedded, 0)
+    slotted, *_ = tiny_model(tiny_embedded, 4)
+    enc = Encoder(plain.tokenizer, und.num_tokens)
+    records = [r for r in dataset.train if r["task"] == "vqa"][:2]
+    batch = collate([enc.record(r) for r in records], und, gen, enc.pad_id)
+    with torch.no_grad():  # same seed, and the map draws from its own generator: only the map differs
+        assert torch.equal(plain.model.embed(batch), slotted.model.embed(batch))
+        slotted.model.und_slot.up.normal_(generator=torch.Generator().manual_seed(1))
+        raw = und.inputs(records[0]["image"])
+        shuffled = raw[torch.randperm(len(raw), generator=torch.Generator().manual_seed(2))]
+        # the shared adapter maps each token alone: the image's average is blind to where each token sits
+        assert torch.allclose(plain.model.und_embed(raw).mean(0), plain.model.und_embed(shuffled).mean(0), atol=1e-5)
+        # with a map per slot, the same tokens in other slots average to something else
+        gap = (slotted.model.und_embed(raw).mean(0) - slotted.model.und_embed(shuffled).mean(0)).norm()
+        assert gap > 0.1 * slotted.model.und_embed(raw).mean(0).norm()
+
+
+def test_the_map_trains_saves_and_reloads(tiny_train_config):
+    cfg = tiny_train_config("sem-sem", "lora", epochs=0.35, checkpoint_fractions=[1.0], name="und-slot")
+    cfg.model.und_slot_rank = 3
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    model = trainer.model
+    table = parameter_table(model).set_index("component")
+    tokens, rank, d_in = model.und_slot.down.shape
+    assert rank == 3 and tokens == model.und_tokens
+    assert table.loc["und_slot", "trainable"] == tokens * rank * d_in + model.d_model * rank
+    assert model.und_slot.up.detach().abs().max() > 0  # trained away from its zero start
+    built, manifest = load_checkpoint(trainer.checkpoints()[-1])
+    assert manifest["config"]["model"]["und_slot_rank"] == 3
+    assert torch.equal(built.model.und_slot.up, model.und_slot.up.detach())
+    assert torch.equal(built.model.und_slot.down, model.und_slot.down.detach())
+
+
+@pytest.mark.parametrize("rank", [-1, 2.5, True])
+def test_bad_ranks_are_named(rank):
+    with pytest.raises(UnilensError, match="und_slot_rank must be a whole number"):
+        ModelConfig(und_slot_rank=rank)
