@@ -56,7 +56,9 @@ class ModelConfig:
     # it. Why offered: the semantic encoder carries the hour spread over every token (a linear probe over all 64
     # tokens reads it, one over their average does not: docs/results/2026-12-03), and an attention head that starts
     # near uniform sees only that average. With per-slot maps the average of the image's tokens is itself a rank-r
-    # linear read of the whole image, so a uniform head starts where the all-token probe is.
+    # linear read of the whole image, so a uniform head starts where the all-token probe is. On the embedded default
+    # (rank 16, sem-sem, 40000 time questions) it did not help: the loss stayed input-blind and the map's average read
+    # the hour at 0.150 (docs/results/2026-12-05).
     und_slot_rank: int = 0
 
     def __post_init__(self) -> None:
@@ -243,6 +245,8 @@ class SlotwiseLowRank(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.down.shape[0]
+        if len(x) % tokens:
+            raise UnilensError(f"und_slot_rank maps whole images of {tokens} tokens; got {len(x)} rows")
         z = torch.einsum("ntd,trd->ntr", x.view(-1, tokens, x.shape[-1]), self.down.to(x.dtype))
         return (z @ self.up.to(x.dtype).T).reshape(len(x), -1)
 

@@ -43,6 +43,8 @@ def test_the_map_starts_as_a_no_op_and_then_reads_where_tokens_sit(tiny_embedded
         # with a map per slot, the same tokens in other slots average to something else
         gap = (slotted.model.und_embed(raw).mean(0) - slotted.model.und_embed(shuffled).mean(0)).norm()
         assert gap > 0.1 * slotted.model.und_embed(raw).mean(0).norm()
+        with pytest.raises(UnilensError, match="whole images"):
+            slotted.model.und_embed(raw[:-1])
 
 
 def test_the_map_trains_saves_and_reloads(tiny_train_config):
