@@ -58,7 +58,8 @@ class ModelConfig:
     # near uniform sees only that average. With per-slot maps the average of the image's tokens is itself a rank-r
     # linear read of the whole image, so a uniform head starts where the all-token probe is. On the embedded default
     # (rank 16, sem-sem, 40000 time questions) it did not help: the loss stayed input-blind and the map's average read
-    # the hour at 0.150 (docs/results/2026-12-05).
+    # the hour at 0.150 (docs/results/2026-12-05). The hook vision_in.hook_out holds the shared adapter's part alone;
+    # the probes' "adapter" site (und_embed) holds the sum.
     und_slot_rank: int = 0
 
     def __post_init__(self) -> None:
