@@ -132,6 +132,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("model", "gen_input_corruption"): 0.0,
     ("model", "gen_prompt_dropout"): 0.0,
     ("model", "und_slot_rank"): 0,
+    ("model", "und_aux_loss"): {},
     ("arm", "repeats"): {},
     ("lr_schedule",): "cosine",
     ("precision",): "auto",
@@ -187,13 +188,17 @@ def compare_configs(expected: dict, found: dict, where: str = "") -> list[str]:
 RENAMED = {"und_pos": "und_pos.table", "gen_pos": "gen_pos.table"}
 
 
-def load_trainable(model: torch.nn.Module, folder: str | Path, partial: bool = False) -> list[str]:
+def load_trainable(
+    model: torch.nn.Module, folder: str | Path, partial: bool = False, ignore: tuple[str, ...] = ()
+) -> list[str]:
     """Copy a checkpoint's trained tensors into the model. With partial, the model may train more than the checkpoint
     holds (a warm start from an adapters-only run into a LoRA run): those tensors keep their fresh values and are
-    returned by name."""
+    returned by name. Tensors named with an `ignore` prefix are neither loaded nor required (the model's keep their
+    values)."""
     state = load_file(str(Path(folder) / "trainable.safetensors"))
-    state = {RENAMED.get(name, name): value for name, value in state.items()}
+    state = {RENAMED.get(name, name): value for name, value in state.items() if not name.startswith(ignore)}
     expected = {n for n, p in model.named_parameters() if p.requires_grad} | set(fitted_buffers(model))
+    expected = {n for n in expected if not n.startswith(ignore)}
     missing, unexpected = expected - set(state), set(state) - expected
     if missing and all(n.startswith(FITTED_BUFFERS) for n in missing):
         raise UnilensError(
@@ -252,6 +257,7 @@ WARM_START_FREE = {
     "image_loss_weight",
     "gen_input_corruption",
     "gen_prompt_dropout",
+    "und_aux_loss",  # training-only heads: a stage may add or drop them (they are not carried over)
 }
 
 
@@ -273,7 +279,7 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
         p
         for section in ("model", "freeze")
         for p in compare_configs(cfg[section], theirs[section], f"{section}.")
-        if p.split(":")[0] not in free
+        if not any(p.split(":")[0] == f or p.startswith(f + ".") for f in free)
     ]
     for what, entry in deps.items():
         if what == "dataset":
@@ -286,7 +292,7 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
             problems.append(f"{what}: checkpoint was trained with another tokenizer than this run's")
     if problems:
         raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]))
-    fresh = load_trainable(model, folder, partial=from_adapters)
+    fresh = load_trainable(model, folder, partial=from_adapters, ignore=("und_aux.",))
     weights = sha256_file(folder / "trainable.safetensors")
     record = {"path": str(folder.resolve()), "step": manifest["step"], "weights": weights}
     if fresh:

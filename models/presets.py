@@ -105,6 +105,8 @@ def apply_preset(model: nn.Module, cfg: FreezeConfig) -> nn.Module:
             module.requires_grad_(True)
     if model.cfg.und_slot_rank:
         model.und_slot.requires_grad_(True)
+    if model.cfg.und_aux_loss:
+        model.und_aux.requires_grad_(True)
     for buf_owner in (model.distort_in, model.distort_out):
         for p in buf_owner.parameters():
             p.requires_grad_(False)

@@ -36,6 +36,7 @@ class Sequence:
     context: str = "understand"
     answers: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, attribute) of each answer
     gen_weights: list[float] | None = None  # a loss weight per generated image token (None: all 1)
+    und_labels: list[int] | None = None  # the understanding image's attribute labels in models.reader.HEADS order
 
     def add_text(self, token_ids: list[int], tag: str, supervised: bool = False) -> None:
         for t in token_ids:
@@ -153,6 +154,7 @@ class Batch:
     contexts: list[str]
     images: list[str | None]
     gen_weights: torch.Tensor | None = None  # (n_gen_slots,) image-loss weights; None: every token weighs 1
+    und_labels: torch.Tensor | None = None  # (B, attributes) labels of each row's understanding image, -100: none
 
     def to(self, device: torch.device) -> Batch:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
@@ -169,7 +171,7 @@ class Batch:
             elif name in ("gen_inputs", "gen_targets", "gen_weights"):
                 fields[name] = value[:n_gen] if value is not None else None
             else:
-                fields[name] = value[:k]
+                fields[name] = value[:k] if value is not None else None
         return Batch(**fields)
 
     @property
@@ -186,6 +188,13 @@ class Batch:
         if self.gen_weights is None:
             return torch.tensor(float(len(self.gen_targets)), device=self.gen_targets.device)
         return self.gen_weights.sum()
+
+    @property
+    def und_label_count(self) -> torch.Tensor:
+        """Rows whose understanding image carries labels (what the auxiliary loss's sum is divided by)."""
+        if self.und_labels is None:
+            return torch.zeros((), device=self.ids.device)
+        return (self.und_labels != -100).any(-1).sum().float()
 
 
 TEXT_LOSS_UNITS = ("token", "answer")
@@ -244,6 +253,14 @@ def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int, left_pad: b
                     raise UnilensError(f"a sequence has {len(w)} image-loss weights for {n_gen} generated tokens")
                 gen_weights.append(torch.tensor(w, dtype=torch.float32))
 
+    labelled = [s.und_labels for s in seqs if s.und_labels is not None]
+    und_labels = None
+    if labelled:
+        und_labels = torch.full((b, len(labelled[0])), -100, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            if s.und_labels is not None and UND_IMAGE in s.kind:
+                und_labels[i] = torch.tensor(s.und_labels)
+
     def cat(xs: list[torch.Tensor], dim: int, dtype) -> torch.Tensor:
         return torch.cat(xs) if xs else torch.zeros((0, dim) if dim else (0,), dtype=dtype)
 
@@ -260,4 +277,5 @@ def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int, left_pad: b
         contexts=[s.context for s in seqs],
         images=[s.image for s in seqs],
         gen_weights=cat(gen_weights, 0, torch.float32) if weighted else None,
+        und_labels=und_labels,
     )

@@ -33,6 +33,7 @@ from models.checkpoint import (
 )
 from models.device import autocast, check_precision, pick_device
 from models.presets import FreezeConfig, parameter_table
+from models.reader import labels_of
 from models.sequence import Encoder, Sequence, check_text_loss_unit, collate, text_loss_weights
 from models.unified import ModelConfig, grid_side
 from tasks.records import load_dataset
@@ -207,6 +208,10 @@ class Trainer:
                 self.sequences[i].gen_weights = region_weights(r, cfg.gen_region_weights, side)
                 if i in self.unconditional:  # a dropped prompt names nothing: every token weighs 1
                     self.unconditional[i].gen_weights = [1.0] * (side * side)
+        if cfg.model.und_aux_loss:
+            for seq, r in zip(self.sequences, self.records, strict=True):
+                if r["task"] != "generation" and r.get("watch"):
+                    seq.und_labels = list(labels_of(Watch.from_dict(r["watch"])).values())
         self.total_steps = max(1, math.ceil(cfg.epochs * len(self.sequences) / cfg.batch_size))
         self.ckpt_steps = checkpoint_steps(self.total_steps, cfg.checkpoint_fractions)
         self.optimizer, self.scheduler = self._optimizer()
@@ -363,7 +368,9 @@ class Trainer:
         alone, with the same normalisation, so that a gradient can be taken apart into its text and image parts)."""
         batch = collate(self.step_sequences(step), self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
         text_weights = text_loss_weights(batch.labels, self.cfg.text_loss_unit)
-        counts = self._reduce(torch.stack([text_weights.sum(), batch.image_loss_count]).to(self.device))
+        counts = self._reduce(
+            torch.stack([text_weights.sum(), batch.image_loss_count, batch.und_label_count]).to(self.device)
+        )
         per_label = self.cfg.text_loss_unit != "token" or text_scale != 1.0
         with autocast(self.device, self.cfg.precision):
             return self.model(
@@ -371,6 +378,7 @@ class Trainer:
                 text_norm=counts[0].clamp(min=1),
                 image_norm=counts[1].clamp(min=1),
                 text_weights=text_weights * text_scale if per_label else None,
+                aux_norm=counts[2].clamp(min=1),
             )
 
     def train(self, until_step: int | None = None) -> dict:
@@ -417,6 +425,8 @@ class Trainer:
                 "image_loss": parts[2].item(),
                 "lr": self.scheduler.get_last_lr()[0],
             }
+            for key in sorted(k for k in out if k.startswith("aux_")):
+                row[key] = self._reduce(out[key].float().clone()).item()
             history.append(row)
             if self.main_process:
                 with open(log_path, "a") as f:
@@ -465,6 +475,7 @@ class Trainer:
             "final_loss": mean("loss", tail),
             "final_text_loss": mean("text_loss", tail),
             "final_image_loss": mean("image_loss", tail),
+            **{f"final_{k}": mean(k, tail) for k in sorted(tail[-1]) if k.startswith("aux_")},
             "checkpoints": [p.name for p in self.checkpoints()],
         }
 

@@ -6,12 +6,14 @@ Hook points (nn.Identity, so plain forward hooks attach): vision_in.hook_out, ge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.reader import HEADS
 from models.sequence import BOI, EOI, GEN_IMAGE, UND_IMAGE, Batch
 from unilens.errors import UnilensError
 
@@ -61,6 +63,14 @@ class ModelConfig:
     # the hour at 0.150 (docs/results/2026-12-05). The hook vision_in.hook_out holds the shared adapter's part alone;
     # the probes' "adapter" site (und_embed) holds the sum.
     und_slot_rank: int = 0
+    # Auxiliary attribute losses at the understanding image, e.g. {hour: 1.0} (empty: off): a linear head per
+    # attribute reads it from the average of the image's embeddings (after the adapter and the per-slot map), and its
+    # cross-entropy, times the weight, joins the training loss. The heads touch nothing the LLM sees; their gradient
+    # trains the adapter and the per-slot map to put the attribute into the tokens' average, where an attention head
+    # that starts near uniform looks first. Attributes: models.reader.HEADS. Why offered: semantic input never read
+    # the hour (docs/results/2026-12-03, 2026-12-05), and und_slot_rank alone did not train the map into an hour
+    # reader. It hands the adapters the world's labels, so keep it off in any run that tests where knowledge lives.
+    und_aux_loss: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, what in (
@@ -73,6 +83,7 @@ class ModelConfig:
         rank = self.und_slot_rank
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
             raise UnilensError(f"und_slot_rank must be a whole number >= 0 (0: off), got {rank!r}")
+        check_aux_loss(self.und_aux_loss)
 
     @property
     def position_kind(self) -> str:
@@ -107,6 +118,16 @@ class ModelConfig:
                 f"variant {self.variant} has different input and output spaces: set share_gen_adapter false"
             )
         return share
+
+
+def check_aux_loss(weights: dict[str, float]) -> None:
+    if not isinstance(weights, dict):
+        raise UnilensError(f"und_aux_loss must map attributes to weights, e.g. {{hour: 1.0}}; got {weights!r}")
+    for attribute, weight in weights.items():
+        if attribute not in HEADS:
+            raise UnilensError(f"und_aux_loss names '{attribute}', which no head reads; choose from {sorted(HEADS)}")
+        if isinstance(weight, bool) or not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
+            raise UnilensError(f"und_aux_loss[{attribute}] must be a positive number, got {weight!r}")
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -252,6 +273,31 @@ class SlotwiseLowRank(nn.Module):
         return (z @ self.up.to(x.dtype).T).reshape(len(x), -1)
 
 
+class AttributeHeads(nn.Module):
+    """und_aux_loss's linear heads on the average of an image's embeddings, zero at the start (so that building them
+    draws nothing from the global generator and a model with them starts where one without them does)."""
+
+    def __init__(self, weights: dict[str, float], d_model: int):
+        super().__init__()
+        self.weights = dict(sorted(weights.items()))
+        self.heads = nn.ParameterDict({a: nn.Parameter(torch.zeros(HEADS[a], d_model + 1)) for a in self.weights})
+
+    def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(n, d) -> each attribute's logits (n, classes)."""
+        return {a: pooled @ w[:, :-1].T.to(pooled.dtype) + w[:, -1].to(pooled.dtype) for a, w in self.heads.items()}
+
+    def loss_sum(self, pooled: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted sum over attributes of the cross-entropy summed over images, and per attribute the number of
+        images its head reads right; `labels` (n, len(HEADS)) in HEADS order, -100 where an image has no label."""
+        total, correct = pooled.sum() * 0, {}
+        for a, logits in self(pooled).items():
+            column = labels[:, list(HEADS).index(a)]
+            ce = F.cross_entropy(logits.float(), column, ignore_index=-100, reduction="sum")
+            total = total + self.weights[a] * ce
+            correct[a] = (logits.argmax(-1) == column).sum().float()
+        return total, correct
+
+
 class GenHead(nn.Module):
     def __init__(self, d_model: int, d_out: int):
         super().__init__()
@@ -296,6 +342,8 @@ class UnifiedVLM(nn.Module):
             if und_tokens <= 0:
                 raise UnilensError("und_slot_rank needs the understanding encoder's token count (und_tokens)")
             self.und_slot = SlotwiseLowRank(und_tokens, und_dim, cfg.und_slot_rank, d)
+        if cfg.und_aux_loss:
+            self.und_aux = AttributeHeads(cfg.und_aux_loss, d)
         token_rms = self.base_llm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt().item()
         self.vision_in.match_output_rms(token_rms)
         if not cfg.shared:
@@ -407,13 +455,17 @@ class UnifiedVLM(nn.Module):
         text_norm: float | torch.Tensor | None = None,
         image_norm: float | torch.Tensor | None = None,
         text_weights: torch.Tensor | None = None,
+        aux_norm: float | torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss = text CE + alpha x image loss, each a sum over this batch's targets divided by `*_norm` (default:
         this batch's own count, i.e. a mean). Data-parallel ranks pass the global counts, so that summing their
         gradients gives exactly the single-process gradient of the whole global batch. `text_weights` (B, L), from
         `sequence.text_loss_weights`, weighs each label's CE; the default count is then their sum. `batch.gen_weights`
-        weighs each generated token's loss the same way."""
-        h = self.hidden(batch)
+        weighs each generated token's loss the same way. With und_aux_loss and labelled images, the attribute heads'
+        weighted cross-entropy (summed over images, divided by `aux_norm` or this batch's labelled images) is added to
+        the loss and reported as aux_loss."""
+        emb = self.embed(batch)
+        h = self.hidden(batch, inputs_embeds=emb)
         text_mask = batch.labels != -100
         zero = h.sum() * 0
         text_loss = zero
@@ -438,4 +490,17 @@ class UnifiedVLM(nn.Module):
                 per_token = per_token * batch.gen_weights.to(per_token.device)
             image_loss = per_token.sum() / (image_norm if image_norm is not None else batch.image_loss_count)
         loss = text_loss + self.image_loss_weight * image_loss
-        return {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
+        out = {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
+        if self.cfg.und_aux_loss and batch.und_labels is not None:
+            norm = aux_norm if aux_norm is not None else batch.und_label_count.clamp(min=1)
+            aux, correct = self.und_aux.loss_sum(self.image_average(emb, batch), batch.und_labels)
+            out["loss"] = loss + aux / norm
+            out["aux_loss"] = (aux / norm).detach()
+            out.update({f"aux_accuracy_{a}": (c / norm).detach() for a, c in correct.items()})
+        return out
+
+    @staticmethod
+    def image_average(emb: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per row, the average of its understanding image's embeddings (zeros for a row without one)."""
+        mask = (batch.kind == UND_IMAGE).to(emb.dtype).unsqueeze(-1)
+        return (emb * mask).sum(1) / mask.sum(1).clamp(min=1)
