@@ -64,8 +64,8 @@ class ModelConfig:
     # the probes' "adapter" site (und_embed) holds the sum.
     und_slot_rank: int = 0
     # Auxiliary attribute losses at the understanding image, e.g. {hour: 1.0} (empty: off): a linear head per
-    # attribute reads it from the average of the image's embeddings (after the adapter and the per-slot map), and its
-    # cross-entropy, times the weight, joins the training loss. The heads touch nothing the LLM sees; their gradient
+    # attribute reads it from the average of the image's embeddings (after the adapter, the per-slot map and the slot
+    # vectors, each token through block 0's input norm), and its cross-entropy, times the weight, joins the loss. The heads touch nothing the LLM sees; their gradient
     # trains the adapter and the per-slot map to put the attribute into the tokens' average, where an attention head
     # that starts near uniform looks first. Attributes: models.reader.HEADS. Why offered: semantic input never read
     # the hour (docs/results/2026-12-03, 2026-12-05), and und_slot_rank alone did not train the map into an hour
@@ -499,8 +499,16 @@ class UnifiedVLM(nn.Module):
             out.update({f"aux_accuracy_{a}": (c / norm).detach() for a, c in correct.items()})
         return out
 
-    @staticmethod
-    def image_average(emb: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Per row, the average of its understanding image's embeddings (zeros for a row without one)."""
+    def first_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings as block 0's attention reads them: through its input norm (Llama/Qwen2 `input_layernorm`)."""
+        norm = getattr(self.blocks[0], "input_layernorm", None)
+        return norm(x) if norm is not None else x
+
+    def image_average(self, emb: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per row, the average of its understanding image's embeddings, each through block 0's input norm first
+        (zeros for a row without an image). Why normed: an attention head that weighs the image's tokens evenly reads
+        this average, not the raw one; trained on the raw average, the per-slot map grew its tokens to 80 times the
+        adapter's scale, and a sum of such tokens normed one by one no longer carries what their raw average did
+        (docs/results/2026-12-05, aux part)."""
         mask = (batch.kind == UND_IMAGE).to(emb.dtype).unsqueeze(-1)
-        return (emb * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return (self.first_norm(emb) * mask).sum(1) / mask.sum(1).clamp(min=1)

@@ -75,7 +75,8 @@ def test_the_gradient_trains_the_per_slot_map_to_carry_the_attribute(tiny_embedd
     params = list(model.und_slot.parameters()) + list(model.und_aux.parameters())
     opt = torch.optim.Adam(params, lr=1e-2)
     for _ in range(150):
-        pooled = model.und_embed(raw).view(len(images), -1, model.d_model).mean(1)
+        tokens = model.with_slots(model.und_embed(raw), "und")
+        pooled = model.first_norm(tokens).view(len(images), -1, model.d_model).mean(1)
         loss, correct = model.und_aux.loss_sum(pooled, labels)
         opt.zero_grad()
         (loss / len(images)).backward()
