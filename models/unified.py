@@ -65,11 +65,12 @@ class ModelConfig:
     und_slot_rank: int = 0
     # Auxiliary attribute losses at the understanding image, e.g. {hour: 1.0} (empty: off): a linear head per
     # attribute reads it from the average of the image's embeddings (after the adapter, the per-slot map and the slot
-    # vectors, each token through block 0's input norm), and its cross-entropy, times the weight, joins the loss. The heads touch nothing the LLM sees; their gradient
-    # trains the adapter and the per-slot map to put the attribute into the tokens' average, where an attention head
-    # that starts near uniform looks first. Attributes: models.reader.HEADS. Why offered: semantic input never read
-    # the hour (docs/results/2026-12-03, 2026-12-05), and und_slot_rank alone did not train the map into an hour
-    # reader. It hands the adapters the world's labels, so keep it off in any run that tests where knowledge lives.
+    # vectors, each token through block 0's input norm), and its cross-entropy, times the weight, joins the loss. The
+    # heads touch nothing the LLM sees; their gradient trains the adapter and the per-slot map to put the attribute
+    # into the tokens' average, where an attention head that starts near uniform looks first. Attributes:
+    # models.reader.HEADS. Why offered: semantic input never read the hour (docs/results/2026-12-03, 2026-12-05), and
+    # und_slot_rank alone did not train the map into an hour reader. It hands the adapters the world's labels, so keep
+    # it off in any run that tests where knowledge lives.
     und_aux_loss: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
