@@ -33,7 +33,7 @@ from models.checkpoint import (
 )
 from models.device import autocast, check_precision, pick_device
 from models.presets import FreezeConfig, parameter_table
-from models.reader import labels_of
+from models.reader import HEADS, labels_of
 from models.sequence import Encoder, Sequence, check_text_loss_unit, collate, text_loss_weights
 from models.unified import ModelConfig, grid_side
 from tasks.records import load_dataset
@@ -211,7 +211,8 @@ class Trainer:
         if cfg.model.und_aux_loss:
             for seq, r in zip(self.sequences, self.records, strict=True):
                 if r["task"] != "generation" and r.get("watch"):
-                    seq.und_labels = list(labels_of(Watch.from_dict(r["watch"])).values())
+                    labels = labels_of(Watch.from_dict(r["watch"]))
+                    seq.und_labels = [labels[a] for a in HEADS]
         self.total_steps = max(1, math.ceil(cfg.epochs * len(self.sequences) / cfg.batch_size))
         self.ckpt_steps = checkpoint_steps(self.total_steps, cfg.checkpoint_fractions)
         self.optimizer, self.scheduler = self._optimizer()

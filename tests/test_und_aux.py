@@ -38,7 +38,8 @@ def tiny_batch(tiny_embedded, aux: dict, rank: int = 0):
     ][:1]
     seqs = [enc.record(r) for r in records]
     for seq, r in zip(seqs[:3], records[:3], strict=True):
-        seq.und_labels = list(labels_of(Watch.from_dict(r["watch"])).values())
+        labels = labels_of(Watch.from_dict(r["watch"]))
+        seq.und_labels = [labels[a] for a in HEADS]
     return built.model, collate(seqs, und, gen, enc.pad_id), records, und
 
 
