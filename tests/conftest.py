@@ -50,6 +50,26 @@ def tiny_config(embedded: Path, runs: Path, variant="vq-vq", preset="lora", name
     return TrainConfig(**base)
 
 
+def tiny_built(embedded: Path, variant="sem-sem", **model_fields):
+    """A LoRA model at toy size with these ModelConfig fields: (built, dataset, und_space, gen_space)."""
+    from models.build import build_model, build_spaces
+    from models.presets import FreezeConfig
+    from models.unified import ModelConfig
+    from tasks.records import load_dataset
+
+    cfg = ModelConfig(
+        variant=variant,
+        llm=str(embedded / "lm"),
+        semantic_encoder=str(embedded / "semantic"),
+        vq_encoder=str(embedded / "vq"),
+        **model_fields,
+    )
+    built = build_model(cfg, FreezeConfig("lora"), seed=0)
+    dataset = load_dataset(embedded / "data")
+    und, gen = build_spaces(built, cfg, dataset, embedded.parent / "cache")
+    return built, dataset, und, gen
+
+
 @pytest.fixture
 def tiny_train_config(tiny_embedded, tmp_path):
     """A factory of tiny training configs writing under tmp_path."""

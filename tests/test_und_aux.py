@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.build import build_model, build_spaces, load_checkpoint
-from models.presets import FreezeConfig
+from models.build import load_checkpoint
 from models.reader import HEADS, labels_of
 from models.sequence import Encoder, collate
 from models.train import Trainer
@@ -21,17 +20,9 @@ from unilens.errors import UnilensError
 
 
 def tiny_batch(tiny_embedded, aux: dict, rank: int = 0):
-    cfg = ModelConfig(
-        variant="sem-sem",
-        llm=str(tiny_embedded / "lm"),
-        semantic_encoder=str(tiny_embedded / "semantic"),
-        vq_encoder=str(tiny_embedded / "vq"),
-        und_slot_rank=rank,
-        und_aux_loss=aux,
-    )
-    built = build_model(cfg, FreezeConfig("lora"), seed=0)
-    dataset = load_dataset(tiny_embedded / "data")
-    und, gen = build_spaces(built, cfg, dataset, tiny_embedded.parent / "cache")
+    from conftest import tiny_built
+
+    built, dataset, und, gen = tiny_built(tiny_embedded, und_slot_rank=rank, und_aux_loss=aux)
     enc = Encoder(built.tokenizer, und.num_tokens)
     records = [r for r in dataset.train if r["task"] == "vqa"][:3] + [
         r for r in dataset.train if r["task"] == "generation"

@@ -4,27 +4,18 @@ a token sits (the shared adapter alone cannot, once tokens are averaged), trains
 import pytest
 import torch
 
-from models.build import build_model, build_spaces, load_checkpoint
-from models.presets import FreezeConfig, parameter_table
+from models.build import load_checkpoint
+from models.presets import parameter_table
 from models.sequence import Encoder, collate
 from models.train import Trainer
 from models.unified import ModelConfig
-from tasks.records import load_dataset
 from unilens.errors import UnilensError
 
 
 def tiny_model(tiny_embedded, rank: int):
-    cfg = ModelConfig(
-        variant="sem-sem",
-        llm=str(tiny_embedded / "lm"),
-        semantic_encoder=str(tiny_embedded / "semantic"),
-        vq_encoder=str(tiny_embedded / "vq"),
-        und_slot_rank=rank,
-    )
-    built = build_model(cfg, FreezeConfig("lora"), seed=0)
-    dataset = load_dataset(tiny_embedded / "data")
-    und, gen = build_spaces(built, cfg, dataset, tiny_embedded.parent / "cache")
-    return built, dataset, und, gen
+    from conftest import tiny_built
+
+    return tiny_built(tiny_embedded, und_slot_rank=rank)
 
 
 def test_the_map_starts_as_a_no_op_and_then_reads_where_tokens_sit(tiny_embedded):
