@@ -271,7 +271,8 @@ class Trainer:
 
     def _resume(self) -> int:
         ckpts = self.checkpoints()
-        if not ckpts:
+        if not ckpts:  # a run stopped before its first checkpoint starts over: so does its log
+            self._truncate_log(0)
             return 0
         last = ckpts[-1]
         load_trainable(self.model, last)

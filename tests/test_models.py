@@ -856,3 +856,12 @@ def test_gen_region_weights_weigh_the_semantic_cosine_loss_too(tiny_train_config
         expected = (per_token * batch.gen_weights).sum() / batch.gen_weights.sum()
         assert model(batch)["image_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
         assert expected.item() != pytest.approx(per_token.mean().item(), rel=1e-4)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_its_log_over(tiny_train_config):
+    cfg = tiny_train_config("sem-sem", "lora", epochs=0.35, checkpoint_fractions=[1.0], name="early-stop")
+    Trainer(cfg, progress=False).train(until_step=3)
+    assert not Trainer(cfg, progress=False).checkpoints()
+    Trainer(cfg, progress=False).train()
+    steps = [json.loads(line)["step"] for line in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, len(steps) + 1))
