@@ -261,13 +261,32 @@ WARM_START_FREE = {
 }
 
 
+# A first stage that trained understanding alone (mixture und-only) never trained the generation side, which
+# left these tensors at their initial values. Such a stage may therefore warm-start a run with another output space
+# (sem-sem -> sem-vq): the understanding side carries over, these start fresh, and these model fields may differ.
+GENERATION_ONLY_TENSORS = ("gen_in.", "gen_head.", "gen_pos.", "norm_out.")
+OUTPUT_SIDE_FIELDS = {"variant", "gen_adapter", "share_gen_adapter", "output_distortion"}
+
+
+def output_side_switch(theirs: dict, ours: dict) -> bool:
+    """Whether a warm start goes from an understanding-only run to a variant with the same input space and another
+    output space (see GENERATION_ONLY_TENSORS)."""
+    their_variant, our_variant = theirs["model"]["variant"], ours["model"]["variant"]
+    return (
+        their_variant != our_variant
+        and their_variant.split("-")[0] == our_variant.split("-")[0]
+        and theirs.get("arm", {}).get("mixture") == "und-only"
+    )
+
+
 def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) -> dict:
     """Load another run's trained weights into a new run at step 0 (an earlier stage of a curriculum); return what
     the new run's manifest records about it. The checkpoint must share this run's variant, adapters, freezing
     preset, base LLM and encoders; its dataset may differ (that is the point). One preset change is allowed: from an
     `adapters` run (LLM frozen) into any preset, whose LoRA or LLM weights then start as in a fresh run, so that a
-    first stage can shape the adapters without touching the LLM. Its feature-normalisation statistics come with its
-    weights, because its adapters were trained on them."""
+    first stage can shape the adapters without touching the LLM. A first stage that trained understanding alone may
+    also have another output space (output_side_switch): its generation-side tensors are not loaded. Its
+    feature-normalisation statistics come with its weights, because its adapters were trained on them."""
     folder = last_checkpoint(path)
     manifest = read_manifest(folder)
     theirs = with_later_defaults(manifest["config"])
@@ -275,6 +294,10 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
     from_adapters = theirs["freeze"]["preset"] == "adapters"
     if from_adapters:
         free |= {f"freeze.{k}" for k in set(cfg["freeze"]) | set(theirs["freeze"])}
+    switch = output_side_switch(theirs, cfg)
+    ignore = ("und_aux.",) + (GENERATION_ONLY_TENSORS if switch else ())
+    if switch:
+        free |= {f"model.{k}" for k in OUTPUT_SIDE_FIELDS}
     problems = [
         p
         for section in ("model", "freeze")
@@ -282,8 +305,8 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
         if not any(p.split(":")[0] == f or p.startswith(f + ".") for f in free)
     ]
     for what, entry in deps.items():
-        if what == "dataset":
-            continue
+        if what == "dataset" or (switch and what not in manifest["dependencies"] and what != "llm"):
+            continue  # the new output space's encoder: the earlier stage had none
         found = manifest["dependencies"].get(what)
         if found is None or not matches_recorded(what, Path(entry["path"]), found["hash"]):
             have = "none" if found is None else found["hash"][:12]
@@ -292,9 +315,11 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
             problems.append(f"{what}: checkpoint was trained with another tokenizer than this run's")
     if problems:
         raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]))
-    fresh = load_trainable(model, folder, partial=from_adapters, ignore=("und_aux.",))
+    fresh = load_trainable(model, folder, partial=from_adapters, ignore=ignore)
     weights = sha256_file(folder / "trainable.safetensors")
     record = {"path": str(folder.resolve()), "step": manifest["step"], "weights": weights}
+    if switch:
+        record["variant"] = theirs["model"]["variant"]  # its generation side was not loaded
     if fresh:
         record["fresh_tensors"] = len(fresh)  # trained here but frozen in the earlier stage: fresh initial values
     return record

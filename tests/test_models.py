@@ -752,6 +752,45 @@ def test_init_from_an_adapters_run_loads_its_adapters_and_starts_the_lora_fresh(
     assert json.loads((last / "manifest.json").read_text())["init_from"]["fresh_tensors"] == len(lora)
 
 
+def test_init_from_an_understanding_only_run_may_change_the_output_space(tiny_train_config):
+    """sem-sem trained on understanding alone, then sem-vq: the understanding side (adapter, positions, LoRA) comes
+    from the first stage, the generation side is that of a fresh sem-vq run with the same seed, and the manifest
+    names the earlier variant. A first stage that trained generation too may not switch."""
+    from tasks.splits import ArmConfig
+
+    stage1 = tiny_train_config(
+        "sem-sem", "lora", name="und-stage", epochs=0.5, checkpoint_fractions=[1.0], arm=ArmConfig(mixture="und-only")
+    )
+    Trainer(stage1, progress=False).train()
+    kw = dict(epochs=0.25, checkpoint_fractions=[1.0], seed=1)
+    fresh = Trainer(tiny_train_config("sem-vq", "lora", name="semvq-fresh", **kw), progress=False)
+    warm_cfg = tiny_train_config("sem-vq", "lora", name="semvq-warm", init_from=stage1.out, **kw)
+    warm = Trainer(warm_cfg, progress=False)
+    fresh.train(until_step=0)
+    warm.train(until_step=0)
+    fresh_params = {n: p.detach() for n, p in fresh.model.named_parameters() if p.requires_grad}
+    warm_params = {n: p.detach() for n, p in warm.model.named_parameters() if p.requires_grad}
+    stage1_state = final_state(Path(stage1.out))
+    generation = sorted(n for n in warm_params if n.startswith(("gen_in.", "gen_head.", "gen_pos.")))
+    understanding = sorted(set(warm_params) - set(generation))
+    assert generation and any(n.startswith("llm.") for n in understanding) and "vision_in.net.0.weight" in understanding
+    assert all(torch.equal(warm_params[n], stage1_state[n]) for n in understanding)
+    assert not all(torch.equal(warm_params[n], fresh_params[n]) for n in understanding)
+    assert all(torch.equal(warm_params[n], fresh_params[n]) for n in generation)
+    assert torch.equal(warm.model.norm_in.mean, stage1_state["norm_in.mean"])
+    assert torch.equal(warm.model.norm_out.mean, fresh.model.norm_out.mean)  # VQ statistics, fitted by this run
+    Trainer(warm_cfg, progress=False).train()
+    last = sorted((Path(warm_cfg.out) / "checkpoints").glob("step-*"))[-1]
+    assert json.loads((last / "manifest.json").read_text())["init_from"]["variant"] == "sem-sem"
+    mixed = tiny_train_config("sem-sem", "lora", name="mixed-stage", epochs=0.25, checkpoint_fractions=[1.0])
+    Trainer(mixed, progress=False).train()
+    for variant, name in (("sem-vq", "from-mixed"), ("vq-sem", "other-input")):
+        source = mixed.out if name == "from-mixed" else stage1.out
+        cfg = tiny_train_config(variant, "lora", name=name, init_from=source, **kw)
+        with pytest.raises(UnilensError, match=r"model\.variant"):
+            Trainer(cfg, progress=False).train()
+
+
 def test_init_from_refuses_another_model_before_writing_the_run_folder(tiny_train_config, tmp_path):
     stage1 = tiny_train_config("vq-vq", "lora", name="stage1", epochs=0.5, checkpoint_fractions=[1.0])
     Trainer(stage1, progress=False).train()
