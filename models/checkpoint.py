@@ -133,6 +133,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("model", "gen_prompt_dropout"): 0.0,
     ("model", "und_slot_rank"): 0,
     ("model", "und_aux_loss"): {},
+    ("model", "image_token_norm"): 0.0,
     ("arm", "repeats"): {},
     ("lr_schedule",): "cosine",
     ("precision",): "auto",

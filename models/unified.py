@@ -72,6 +72,14 @@ class ModelConfig:
     # und_slot_rank alone did not train the map into an hour reader. It hands the adapters the world's labels, so keep
     # it off in any run that tests where knowledge lives.
     und_aux_loss: dict[str, float] = field(default_factory=dict)
+    # Every image token the LLM reads (the understanding image's and the generated image's inputs, after the slot
+    # vectors) rescaled to this multiple of the mean norm of the LLM's text embeddings (0: off, the adapters set the
+    # scale). Why offered: nothing bounds the adapters' output scale and the blocks' input norms make the loss blind
+    # to it, so it drifts. On the embedded default the semantic MLP adapter's tokens reached 250-1100 times the text
+    # embeddings' norm (the VQ linear adapter's about 7; docs/results/2026-12-05, stop 35). A token that large owns
+    # its residual stream: the blocks' writes at its position barely move it, so a generated image's positions cannot
+    # take in the prompt (sem-sem's mixed run from the hour-head stage followed no prompt and read no image).
+    image_token_norm: float = 0.0
 
     def __post_init__(self) -> None:
         for name, what in (
@@ -85,6 +93,12 @@ class ModelConfig:
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
             raise UnilensError(f"und_slot_rank must be a whole number >= 0 (0: off), got {rank!r}")
         check_aux_loss(self.und_aux_loss)
+        scale = self.image_token_norm
+        if isinstance(scale, bool) or not (isinstance(scale, int | float) and math.isfinite(scale) and scale >= 0):
+            raise UnilensError(
+                f"image_token_norm must be a number >= 0 (a multiple of the text embeddings' mean norm; 0: off), "
+                f"got {scale!r}"
+            )
 
     @property
     def position_kind(self) -> str:
@@ -345,7 +359,10 @@ class UnifiedVLM(nn.Module):
             self.und_slot = SlotwiseLowRank(und_tokens, und_dim, cfg.und_slot_rank, d)
         if cfg.und_aux_loss:
             self.und_aux = AttributeHeads(cfg.und_aux_loss, d)
-        token_rms = self.base_llm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt().item()
+        table = self.base_llm.get_input_embeddings().weight.detach().float()
+        token_rms = table.pow(2).mean().sqrt().item()
+        # the text embeddings' mean norm, from the base LLM as loaded (image_token_norm's unit; not saved)
+        self.register_buffer("text_token_norm", table.norm(dim=-1).mean(), persistent=False)
         self.vision_in.match_output_rms(token_rms)
         if not cfg.shared:
             self.gen_in.match_output_rms(token_rms)
@@ -416,13 +433,15 @@ class UnifiedVLM(nn.Module):
 
     def with_slots(self, x: torch.Tensor, side: str, slot: int | None = None) -> torch.Tensor:
         """Add the slot embeddings (if the model has them) to adapter outputs: `x` holds whole images' tokens in
-        slot order (n_images * T, d), or, with `slot`, one token per row at that slot (decoding)."""
-        if self.cfg.position_kind == "none":
+        slot order (n_images * T, d), or, with `slot`, one token per row at that slot (decoding). With
+        image_token_norm, the sums are then rescaled to that norm: these are the tokens the LLM reads."""
+        if self.cfg.position_kind != "none":
+            pos = (self.und_pos if side == "und" else self.gen_pos)().to(x.dtype)
+            x = x + pos[slot] if slot is not None else (x.view(-1, *pos.shape) + pos).view(x.shape)
+        if not self.cfg.image_token_norm:
             return x
-        pos = (self.und_pos if side == "und" else self.gen_pos)().to(x.dtype)
-        if slot is not None:
-            return x + pos[slot]
-        return (x.view(-1, *pos.shape) + pos).view(x.shape)
+        target = self.cfg.image_token_norm * self.text_token_norm
+        return x * (target / x.norm(dim=-1, keepdim=True).clamp(min=1e-6)).to(x.dtype)
 
     def embed(self, batch: Batch) -> torch.Tensor:
         emb = self.base_llm.get_input_embeddings()(batch.ids)

@@ -200,6 +200,7 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         "gen_region_weights",
         "und_slot_rank",
         "und_aux_loss",
+        "image_token_norm",
     }
     assert {path[-1] for path in LATER_FIELDS} == later
     for cell in plain:
