@@ -78,8 +78,10 @@ class ModelConfig:
     # to it, so it drifts. On the embedded default the semantic MLP adapter's tokens reached 250-1100 times the text
     # embeddings' norm (the VQ linear adapter's about 7; docs/results/2026-12-05, stop 35). A token that large owns
     # its residual stream: the blocks' writes at its position barely move it, so a generated image's positions cannot
-    # take in the prompt (sem-sem's mixed run from the hour-head stage followed no prompt and read no image). The
-    # probes' "adapter" site (und_embed) holds the tokens before the slot vectors and this rescale.
+    # take in the prompt (sem-sem's mixed run from the hour-head stage followed no prompt and read no image). At 7x
+    # it was not enough on its own: a semantic time run stayed input-blind and a mixed sem-sem run at half its steps
+    # still ignored image and prompt (same write-up). The probes' "adapter" site (und_embed) holds the tokens before
+    # the slot vectors and this rescale.
     image_token_norm: float = 0.0
 
     def __post_init__(self) -> None:
