@@ -727,19 +727,27 @@ def test_init_from_starts_at_the_earlier_runs_weights_and_resumes_from_its_own(t
     assert first_losses(part.out) == first_losses(warm.out)
 
 
+def fresh_and_warm_at_step_0(make, variant: str, source: str, names: tuple[str, str], **kw):
+    """Two runs of `variant` at step 0, one fresh and one warm-started from `source`, and their trainable tensors:
+    (fresh trainer, warm trainer, warm config, fresh tensors, warm tensors)."""
+    fresh = Trainer(make(variant, "lora", name=names[0], **kw), progress=False)
+    warm_cfg = make(variant, "lora", name=names[1], init_from=source, **kw)
+    warm = Trainer(warm_cfg, progress=False)
+    fresh.train(until_step=0)
+    warm.train(until_step=0)
+    trainable = [{n: p.detach() for n, p in t.model.named_parameters() if p.requires_grad} for t in (fresh, warm)]
+    return fresh, warm, warm_cfg, *trainable
+
+
 def test_init_from_an_adapters_run_loads_its_adapters_and_starts_the_lora_fresh(tiny_train_config):
     """A first stage with the LLM frozen, then LoRA: the adapters, head and statistics come from the first stage,
     the LoRA tensors are those of a fresh run with the same seed, and the manifest counts them."""
     stage1 = tiny_train_config("vq-vq", "adapters", name="adapters-stage", epochs=1.0, checkpoint_fractions=[1.0])
     Trainer(stage1, progress=False).train()
     kw = dict(epochs=0.5, checkpoint_fractions=[1.0], seed=1)
-    fresh = Trainer(tiny_train_config("vq-vq", "lora", name="lora-fresh", **kw), progress=False)
-    warm_cfg = tiny_train_config("vq-vq", "lora", name="lora-warm", init_from=stage1.out, **kw)
-    warm = Trainer(warm_cfg, progress=False)
-    fresh.train(until_step=0)
-    warm.train(until_step=0)
-    fresh_params = {n: p.detach() for n, p in fresh.model.named_parameters() if p.requires_grad}
-    warm_params = {n: p.detach() for n, p in warm.model.named_parameters() if p.requires_grad}
+    _, warm, warm_cfg, fresh_params, warm_params = fresh_and_warm_at_step_0(
+        tiny_train_config, "vq-vq", stage1.out, ("lora-fresh", "lora-warm"), **kw
+    )
     buffers = dict(warm.model.named_buffers())
     stage1_state = final_state(Path(stage1.out))
     lora = sorted(set(warm_params) - set(stage1_state))
@@ -763,13 +771,9 @@ def test_init_from_an_understanding_only_run_may_change_the_output_space(tiny_tr
     )
     Trainer(stage1, progress=False).train()
     kw = dict(epochs=0.25, checkpoint_fractions=[1.0], seed=1)
-    fresh = Trainer(tiny_train_config("sem-vq", "lora", name="semvq-fresh", **kw), progress=False)
-    warm_cfg = tiny_train_config("sem-vq", "lora", name="semvq-warm", init_from=stage1.out, **kw)
-    warm = Trainer(warm_cfg, progress=False)
-    fresh.train(until_step=0)
-    warm.train(until_step=0)
-    fresh_params = {n: p.detach() for n, p in fresh.model.named_parameters() if p.requires_grad}
-    warm_params = {n: p.detach() for n, p in warm.model.named_parameters() if p.requires_grad}
+    fresh, warm, warm_cfg, fresh_params, warm_params = fresh_and_warm_at_step_0(
+        tiny_train_config, "sem-vq", stage1.out, ("semvq-fresh", "semvq-warm"), **kw
+    )
     stage1_state = final_state(Path(stage1.out))
     generation = sorted(n for n in warm_params if n.startswith(("gen_in.", "gen_head.", "gen_pos.")))
     understanding = sorted(set(warm_params) - set(generation))
