@@ -134,6 +134,8 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("model", "und_slot_rank"): 0,
     ("model", "und_aux_loss"): {},
     ("model", "image_token_norm"): 0.0,
+    ("model", "und_feature_norm"): "standardise",
+    ("model", "gen_feature_norm"): "standardise",
     ("arm", "repeats"): {},
     ("lr_schedule",): "cosine",
     ("precision",): "auto",
@@ -266,7 +268,7 @@ WARM_START_FREE = {
 # left these tensors at their initial values. Such a stage may therefore warm-start a run with another output space
 # (sem-sem -> sem-vq): the understanding side carries over, these start fresh, and these model fields may differ.
 GENERATION_ONLY_TENSORS = ("gen_in.", "gen_head.", "gen_pos.", "norm_out.")
-OUTPUT_SIDE_FIELDS = {"variant", "gen_adapter", "share_gen_adapter", "output_distortion"}
+OUTPUT_SIDE_FIELDS = {"variant", "gen_adapter", "share_gen_adapter", "output_distortion", "gen_feature_norm"}
 
 
 def output_side_switch(theirs: dict, ours: dict) -> bool:

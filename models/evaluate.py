@@ -364,7 +364,7 @@ class Evaluator:
             read = feature_probes.predict(tokens.numpy()) if feature_probes is not None else None
             ceiling = feature_probes.predict(truth.numpy()) if feature_probes is not None else None
             # in the standardised space: raw features share a large mean that would make any output look close
-            norm, dev = self.model.norm_out, self.model.norm_out.mean.device
+            norm, dev = self.model.norm_out.standardised, self.model.norm_out.mean.device
             cos = torch.nn.functional.cosine_similarity(norm(tokens.to(dev)), norm(truth.to(dev)), dim=-1)
             cos = cos.mean(-1).cpu().numpy()
         rows = []
@@ -427,8 +427,8 @@ class Evaluator:
         """For generated semantic features (B, T, D): the training image with the most similar features (cosine
         of standardised, token-pooled features)."""
         ids = sorted({r["image"] for r in self.dataset.train if r.get("image")})
-        norm = self.model.norm_out
-        dev = norm.mean.device
+        norm = self.model.norm_out.standardised
+        dev = self.model.norm_out.mean.device
 
         def pooled(x: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.normalize(norm(x.to(dev).float()).flatten(1), dim=-1)

@@ -201,6 +201,8 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         "und_slot_rank",
         "und_aux_loss",
         "image_token_norm",
+        "und_feature_norm",
+        "gen_feature_norm",
     }
     assert {path[-1] for path in LATER_FIELDS} == later
     for cell in plain:
