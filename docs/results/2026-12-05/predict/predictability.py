@@ -4,7 +4,8 @@ Why: under teacher forcing a generation model sees every earlier true token. If 
 almost fully while the prompt's attributes barely move it, the loss gives the prompt almost no gradient, and a model
 that copies neighbours and ignores its prompt is near the optimum. This measures both shares with simple held-out
 estimators on the cached encoder outputs of the dense world, for the semantic space (1 - cosine on features
-standardised per dimension, as `UnifiedModel.gen_target` does) and the VQ space (cross-entropy in nats over codes).
+standardised per dimension, as `UnifiedModel.gen_target` does by default, or whitened, as it does with
+gen_feature_norm "whiten") and the VQ space (cross-entropy in nats over codes).
 
 Predictors, each fitted on the first half of the images and scored on the second:
   slot                       the token's slot alone (a per-slot mean / per-slot code frequency)
@@ -68,10 +69,19 @@ def ridge(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, penalty: float = 1.0
     return x_test @ w
 
 
-def semantic_losses(features: np.ndarray, cells: np.ndarray, train: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-token held-out losses (test images x slots) of the four predictors."""
+def semantic_losses(
+    features: np.ndarray, cells: np.ndarray, train: np.ndarray, whiten: bool = False
+) -> dict[str, np.ndarray]:
+    """Per-token held-out losses (test images x slots) of the four predictors, on features standardised per
+    dimension or, with `whiten`, ZCA-whitened with an eigenvalue floor at 1e-4 of the largest (as
+    models.unified.WhiteningNorm; fitted here on all images, a negligible leak for a 192 x 192 covariance)."""
     flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
-    z = ((features - flat.mean(0)) / flat.std(0).clip(1e-4)).astype(np.float64)
+    if whiten:
+        variance, basis = np.linalg.eigh(np.cov(flat - flat.mean(0), rowvar=False))
+        scale = np.sqrt(np.maximum(variance, 1e-4 * variance.max()))
+        z = ((features - flat.mean(0)) @ basis / scale) @ basis.T
+    else:
+        z = ((features - flat.mean(0)) / flat.std(0).clip(1e-4)).astype(np.float64)
     left, above = neighbours(z, 0.0)
     onehot = np.eye(cells.max() + 1)[cells]
     test = ~train
@@ -144,6 +154,8 @@ def main(dataset: str, cache: str, out: str, n: int = 2400) -> None:
     for i, w in enumerate(watches):
         icon[i, region_slots(w, "weather", SIDE)] = True
     rows += summarise("semantic (1 - cosine)", semantic_losses(features, cells, train), icon[~train])
+    whitened = semantic_losses(features, cells, train, whiten=True)
+    rows += summarise("semantic whitened (1 - cosine)", whitened, icon[~train])
     codes, _ = load(dataset_dir, cache_dir, "vq", n)
     codes = codes.astype(np.int64)
     rows += summarise("vq (cross-entropy, nats)", vq_losses(codes, cells, train, int(codes.max()) + 1), icon[~train])
