@@ -257,13 +257,12 @@ class WhiteningNorm(FeatureNorm):
         self.variance.copy_(variance.float())
         self.scale.copy_(variance.clamp(min=self.FLOOR * variance.max().item()).sqrt().clamp(min=1e-8).float())
 
+    # In float32 whatever the input's dtype: the weakest kept directions are scaled up 100x, and bf16 rounding with it.
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        basis = self.basis.to(x.dtype)
-        return ((x - self.mean.to(x.dtype)) @ basis / self.scale.to(x.dtype)) @ basis.T
+        return (((x.float() - self.mean) @ self.basis / self.scale) @ self.basis.T).to(x.dtype)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        basis = self.basis.to(z.dtype)
-        return ((z @ basis) * self.scale.to(z.dtype)) @ basis.T + self.mean.to(z.dtype)
+        return (((z.float() @ self.basis) * self.scale) @ self.basis.T + self.mean).to(z.dtype)
 
     def covariance(self) -> torch.Tensor:
         """Identity except in the directions under the floor, which keep variance lambda / s^2 < 1."""

@@ -101,3 +101,14 @@ def test_a_whitened_run_trains_saves_reloads_and_decodes(tiny_train_config):
 def test_bad_settings_are_named(field):
     with pytest.raises(UnilensError, match=f"{field} must be one of"):
         ModelConfig(**{field: "pca"})
+
+
+def test_whitening_runs_in_float32_for_bf16_inputs():
+    x = correlated()
+    norm = WhiteningNorm(x.shape[1])
+    norm.fit(x)
+    z = norm(x.bfloat16())
+    assert z.dtype == torch.bfloat16
+    # only the bf16 rounding of the input and output, not of a whitening done in bf16
+    assert torch.allclose(z.float(), norm(x.bfloat16().float()), atol=0.05, rtol=0.01)
+    assert norm.inverse(z).dtype == torch.bfloat16
