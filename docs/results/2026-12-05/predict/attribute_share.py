@@ -18,18 +18,13 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predictability import load
+from predictability import load, normalised
 
 ATTRIBUTES = ("hour", "weather", "weather_pos", "battery_pos")
 
 
 def spaces(features: np.ndarray) -> dict[str, np.ndarray]:
-    x = features.astype(np.float64)
-    flat = x.reshape(-1, x.shape[-1])
-    mean = flat.mean(0)
-    variance, basis = np.linalg.eigh(np.cov(flat - mean, rowvar=False))
-    scale = np.sqrt(np.maximum(variance, 1e-4 * variance.max()))
-    return {"standardised": (x - mean) / flat.std(0), "whitened": ((x - mean) @ basis / scale) @ basis.T}
+    return {"standardised": normalised(features), "whitened": normalised(features, whiten=True)}
 
 
 def held_out_r2(onehot: np.ndarray, tokens: np.ndarray, train: np.ndarray) -> float:

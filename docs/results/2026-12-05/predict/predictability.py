@@ -69,19 +69,23 @@ def ridge(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, penalty: float = 1.0
     return x_test @ w
 
 
+def normalised(features: np.ndarray, whiten: bool = False) -> np.ndarray:
+    """Features standardised per dimension or, with `whiten`, ZCA-whitened with an eigenvalue floor at 1e-4 of the
+    largest (as models.unified.WhiteningNorm; fitted here on all images, a negligible leak for a 192 x 192
+    covariance), in float64."""
+    flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
+    if not whiten:
+        return (features - flat.mean(0)) / flat.std(0).clip(1e-4)
+    variance, basis = np.linalg.eigh(np.cov(flat - flat.mean(0), rowvar=False))
+    scale = np.sqrt(np.maximum(variance, 1e-4 * variance.max()))
+    return ((features - flat.mean(0)) @ basis / scale) @ basis.T
+
+
 def semantic_losses(
     features: np.ndarray, cells: np.ndarray, train: np.ndarray, whiten: bool = False
 ) -> dict[str, np.ndarray]:
-    """Per-token held-out losses (test images x slots) of the four predictors, on features standardised per
-    dimension or, with `whiten`, ZCA-whitened with an eigenvalue floor at 1e-4 of the largest (as
-    models.unified.WhiteningNorm; fitted here on all images, a negligible leak for a 192 x 192 covariance)."""
-    flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
-    if whiten:
-        variance, basis = np.linalg.eigh(np.cov(flat - flat.mean(0), rowvar=False))
-        scale = np.sqrt(np.maximum(variance, 1e-4 * variance.max()))
-        z = ((features - flat.mean(0)) @ basis / scale) @ basis.T
-    else:
-        z = ((features - flat.mean(0)) / flat.std(0).clip(1e-4)).astype(np.float64)
+    """Per-token held-out losses (test images x slots) of the four predictors, on `normalised` features."""
+    z = normalised(features, whiten)
     left, above = neighbours(z, 0.0)
     onehot = np.eye(cells.max() + 1)[cells]
     test = ~train
