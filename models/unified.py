@@ -249,9 +249,7 @@ class WhiteningNorm(FeatureNorm):
     @torch.no_grad()
     def fit(self, x: torch.Tensor) -> None:
         super().fit(x)
-        x = x.reshape(-1, x.shape[-1]).double()
-        centred = x - x.mean(0)
-        variance, basis = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
+        variance, basis = torch.linalg.eigh(torch.cov(x.reshape(-1, x.shape[-1]).double().T))
         variance = variance.clamp(min=0)
         self.basis.copy_(basis.float())
         self.variance.copy_(variance.float())

@@ -24,10 +24,16 @@ def correlated(n: int = 4000, seed: int = 0) -> torch.Tensor:
     return 50 + (torch.randn(n, len(spread), generator=g) * spread) @ rotation.T
 
 
-def test_whitening_norm_whitens_above_its_floor_and_inverts():
+def fitted() -> tuple[torch.Tensor, WhiteningNorm]:
+    """The `correlated` features and a whitening fitted on them."""
     x = correlated()
     norm = WhiteningNorm(x.shape[1])
     norm.fit(x)
+    return x, norm
+
+
+def test_whitening_norm_whitens_above_its_floor_and_inverts():
+    x, norm = fitted()
     z = norm(x)
     cov = torch.cov(z.T.double())
     # the four directions above the floor come out at unit variance, uncorrelated; the two under it keep their
@@ -49,9 +55,7 @@ def test_whitening_norm_whitens_above_its_floor_and_inverts():
 def test_target_norm_counts_the_floor(tiny_embedded):
     from conftest import tiny_built
 
-    x = correlated()
-    norm = WhiteningNorm(x.shape[1])
-    norm.fit(x)
+    x, norm = fitted()
     for strength in (0.0, 0.5):
         distortion = AffineDistortion(x.shape[1], strength, seed=3)
         rms = distortion(norm(x)).pow(2).sum(-1).mean().sqrt().item()
@@ -104,9 +108,7 @@ def test_bad_settings_are_named(field):
 
 
 def test_whitening_runs_in_float32_for_bf16_inputs():
-    x = correlated()
-    norm = WhiteningNorm(x.shape[1])
-    norm.fit(x)
+    x, norm = fitted()
     z = norm(x.bfloat16())
     assert z.dtype == torch.bfloat16
     # only the bf16 rounding of the input and output, not of a whitening done in bf16
