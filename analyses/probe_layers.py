@@ -11,8 +11,8 @@ from analyses.plots import plot_cross_context, plot_probe_layers, plot_selectivi
 from models.build import build_spaces, load_checkpoint
 from models.evaluate import checkpoints_of
 from models.presets import manifest_preset
-from models.sequence import Encoder
-from probes.activations import collect
+from models.sequence import CONTEXTS, TAGS, Encoder
+from probes.activations import DEFAULT_GROUP, PROMPT_END, QUESTION_OF, asks, collect
 from probes.linear import cross_context, layerwise
 from tasks.records import load_dataset
 from tasks.splits import arm_label
@@ -20,6 +20,8 @@ from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
 
 ATTRIBUTES = ["weather", "weather_pos", "battery_pos", "battery_decile"]
+IMAGE_GROUPS = ("image", "gen_image")
+PLACES = {PROMPT_END: "the answer's position", "question": "the question's tokens", "gen_prompt": "the prompt's tokens"}
 
 
 @dataclass
@@ -30,32 +32,68 @@ class ProbeConfig:
     where: str = "post"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     n_folds: int = 5
-    limit: int = 0  # first N test images only (0: all)
+    limit: int = 0  # first N records only (0: all)
     batch_size: int = 32
     store_activations: bool = False
+    # the positions each context's activations are pooled over: tag names, or "prompt_end" (understanding only: the
+    # last position of the prompt that asks the probed attribute's question, where its answer is read out)
+    groups: dict[str, list[str]] = field(default_factory=lambda: {c: [g] for c, g in DEFAULT_GROUP.items()})
+    split: str = "test"  # which records to probe: "test", or "train" for more examples of a question's turn
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.groups) - set(CONTEXTS))
+        if unknown:
+            raise UnilensError(f"probe groups: unknown context(s) {unknown}; use {list(CONTEXTS)}")
+        valid = [*TAGS[1:], PROMPT_END]
+        for context, names in self.groups.items():
+            bad = [g for g in names if g not in valid]
+            if bad:
+                raise UnilensError(f"probe groups.{context}: unknown position group(s) {bad}; choose among {valid}")
+        if PROMPT_END in self.groups.get("generate", []):
+            raise UnilensError("probe groups.generate: 'prompt_end' is an understanding group (a question's answer)")
+        if PROMPT_END in self.groups.get("understand", []):
+            no_question = [a for a in self.attributes if a not in QUESTION_OF]
+            if no_question:
+                raise UnilensError(f"'prompt_end' needs a question per attribute; none asks {no_question}")
+        if self.split not in ("test", "train"):
+            raise UnilensError(f"probe split '{self.split}': use 'test' or 'train'")
 
 
 def activation_sets(ckpt: Path, cfg: ProbeConfig, store: Path | None = None):
+    """{(context, group, attribute or None): ActivationSet}; "prompt_end" sets are collected per attribute, on the
+    records that ask its question."""
     built, manifest = load_checkpoint(ckpt)
     dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
     und_space, gen_space = build_spaces(built, built.model.cfg, dataset, manifest["config"]["cache_dir"])
+    records_of = getattr(dataset, cfg.split)
     sets = {}
     for context, task in (("understand", "vqa"), ("generate", "generation")):
-        records = [r for r in dataset.test if r["task"] == task]
-        records = records[: cfg.limit] if cfg.limit else records
+        records = [r for r in records_of if r["task"] == task]
         enc = Encoder(built.tokenizer, (und_space if context == "understand" else gen_space).num_tokens)
-        sets[context] = collect(
-            built.model,
-            records,
-            und_space,
-            gen_space,
-            enc,
-            context,
-            where=cfg.where,
-            batch_size=cfg.batch_size,
-            store=store / context if store else None,
-        )
+        for group in cfg.groups.get(context, []):
+            pairs = [(a, QUESTION_OF[a]) for a in cfg.attributes] if group == PROMPT_END else [(None, None)]
+            for attribute, question in pairs:
+                chosen = [r for r in records if question is None or asks(r, question)]
+                chosen = chosen[: cfg.limit] if cfg.limit else chosen
+                name = "_".join(x for x in (context, group, attribute) if x)
+                sets[(context, group, attribute)] = collect(
+                    built.model,
+                    chosen,
+                    und_space,
+                    gen_space,
+                    enc,
+                    context,
+                    group=group,
+                    where=cfg.where,
+                    batch_size=cfg.batch_size,
+                    store=store / name if store else None,
+                    asking=question,
+                )
     return sets, manifest
+
+
+def _set_for(sets: dict, context: str, group: str, attribute: str):
+    return sets[(context, group, attribute if group == PROMPT_END else None)]
 
 
 def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
@@ -75,27 +113,39 @@ def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
             "checkpoint": str(ckpt),
         }
         for attribute in cfg.attributes:
-            for acts in sets.values():
-                layer_rows.append(layerwise(acts, attribute, cfg.seeds, cfg.n_folds, name).assign(**tags))
-            for tr, te in (("generate", "understand"), ("understand", "generate")):
-                cross_rows.append(cross_context(sets[tr], sets[te], attribute, cfg.seeds, name).assign(**tags))
-        log(
-            f"[probe] {name}: {len(sets['understand'].meta)} understanding and {len(sets['generate'].meta)} "
-            "generation examples probed"
-        )
+            for context, groups in cfg.groups.items():
+                for group in groups:
+                    acts = _set_for(sets, context, group, attribute)
+                    # the adapter site holds image tokens only: elsewhere it is not a site at all
+                    sites = acts.sites if group in IMAGE_GROUPS else [s for s in acts.sites if s != "adapter"]
+                    rows = layerwise(acts, attribute, cfg.seeds, cfg.n_folds, name, sites=sites)
+                    layer_rows.append(rows.assign(group=group, n_examples=len(acts.meta), **tags))
+            if all(DEFAULT_GROUP[c] in cfg.groups.get(c, []) for c in CONTEXTS):
+                pooled = {c: _set_for(sets, c, DEFAULT_GROUP[c], attribute) for c in CONTEXTS}
+                for tr, te in (("generate", "understand"), ("understand", "generate")):
+                    cross_rows.append(cross_context(pooled[tr], pooled[te], attribute, cfg.seeds, name).assign(**tags))
+        counts = ", ".join(f"{'/'.join(x for x in k if x)}: {len(v.meta)}" for k, v in sets.items())
+        log(f"[probe] {name}: examples probed per set: {counts}")
     layers = pd.concat(layer_rows, ignore_index=True)
-    cross = pd.concat(cross_rows, ignore_index=True)
+    cross = pd.concat(cross_rows, ignore_index=True) if cross_rows else pd.DataFrame()
     atomic_write_text(out / "probes.csv", layers.to_csv(index=False))
-    atomic_write_text(out / "cross_context.csv", cross.to_csv(index=False))
+    if cross_rows:
+        atomic_write_text(out / "cross_context.csv", cross.to_csv(index=False))
     for attribute in cfg.attributes:
-        for context in ("understand", "generate"):
-            d = layers[layers["context"] == context]
-            plot_probe_layers(
-                d,
-                attribute,
-                out / f"probe_{attribute}_{context}.png",
-                title=f"Where is '{attribute}' decodable ({context} context)?",
-            )
-        plot_cross_context(cross, attribute, out / f"cross_context_{attribute}.png")
-    plot_selectivity(layers[layers["context"] == "understand"], out / "selectivity_understand.png")
+        for context, groups in cfg.groups.items():
+            for group in groups:
+                d = layers[(layers["context"] == context) & (layers["group"] == group)]
+                default = group == DEFAULT_GROUP[context]
+                where = "" if default else f", at {PLACES.get(group, f'the {group} positions')}"
+                plot_probe_layers(
+                    d,
+                    attribute,
+                    out / (f"probe_{attribute}_{context}" + ("" if default else f"_{group}") + ".png"),
+                    title=f"Where is '{attribute}' decodable ({context} context{where})?",
+                )
+        if cross_rows:
+            plot_cross_context(cross, attribute, out / f"cross_context_{attribute}.png")
+    understand = layers[(layers["context"] == "understand") & (layers["group"] == DEFAULT_GROUP["understand"])]
+    if len(understand):
+        plot_selectivity(understand, out / "selectivity_understand.png")
     return {"probes": layers, "cross_context": cross}

@@ -3,7 +3,10 @@
 Contexts:
     understand  <bos> USER: <boi> [input image] <eoi> question ASSISTANT:    (a test or train VQA record)
     generate    <bos> USER: prompt ASSISTANT: phrase <boi> [target image, teacher-forced] <eoi>
-Position groups are selected by tag name ("image", "question", "gen_prompt", "gen_image"), never by index.
+Position groups are selected by tag name ("image", "question", "gen_prompt", "gen_image"), never by index, or
+are "prompt_end": the prompt's last position, where the model predicts the answer's first token. With `asking`, the
+understanding prompt is the one of the turn that asks that question (earlier turns with their true answers), so
+"prompt_end" is where that answer is read out.
 Site "adapter" is the input adapter's output (the paper's probe site): vision_in for understanding images,
 gen_in for generation images.
 """
@@ -24,6 +27,17 @@ from probes.hooks import HookedVLM, resid_name
 from tasks.world import Watch
 
 DEFAULT_GROUP = {"understand": "image", "generate": "gen_image"}
+PROMPT_END = "prompt_end"
+# the question (tasks.templates attribute) whose answer a probed attribute is read from
+QUESTION_OF = {
+    "weather": "weather",
+    "weather_pos": "weather_pos",
+    "battery_pos": "battery_pos",
+    "battery": "battery",
+    "battery_decile": "battery",
+    "hour": "time",
+    "minute": "time",
+}
 
 
 @dataclass
@@ -45,10 +59,33 @@ def layer_sites(n_layers: int, where: str = "post") -> list[str]:
     return ["adapter", *(resid_name(layer, where) for layer in range(n_layers))]
 
 
-def _sequences(encoder: Encoder, records: list[dict], context: str) -> list:
+def asks(record: dict, question: str) -> bool:
+    return any(turn.get("attribute") == question for turn in record["conversations"])
+
+
+def _sequences(encoder: Encoder, records: list[dict], context: str, asking: str | None = None) -> list:
     if context == "understand":
-        return [question_prompts(encoder, r)[0][0] for r in records]
+        prompts = [question_prompts(encoder, r) for r in records]
+        if asking is None:
+            return [p[0][0] for p in prompts]
+        chosen = [next((seq for seq, attribute, _ in p if attribute == asking), None) for p in prompts]
+        missing = [r["id"] for r, seq in zip(records, chosen, strict=True) if seq is None]
+        if missing:
+            raise ValueError(f"{len(missing)} records never ask '{asking}' (e.g. {missing[0]}): keep those that do")
+        return chosen
+    if asking is not None:
+        raise ValueError("`asking` picks an understanding turn; generation records have none")
     return [encoder.record(r) for r in records]
+
+
+def group_mask(tags: torch.Tensor, group: str) -> torch.Tensor:
+    """(batch, length) 0/1 mask of the positions a group pools; sequences are padded on the right."""
+    if group == PROMPT_END:
+        last = (tags != TAG["pad"]).sum(1) - 1
+        return torch.nn.functional.one_hot(last, tags.shape[1]).float()
+    if group not in TAG:
+        raise ValueError(f"unknown position group '{group}'; choose among {[*TAG, PROMPT_END]}")
+    return (tags == TAG[group]).float()
 
 
 def watch_labels(watch: Watch) -> dict:
@@ -65,12 +102,13 @@ def watch_labels(watch: Watch) -> dict:
     }
 
 
-def _meta_row(record: dict, context: str, group: str) -> dict:
+def _meta_row(record: dict, context: str, group: str, asking: str | None) -> dict:
     prompt = record["conversations"][0]
     return {
         "image": record["image"],
         "context": context,
         "group": group,
+        "asking": asking or "",
         **watch_labels(Watch.from_dict(record["watch"])),
         "prompted": ",".join(prompt.get("attributes", [])) if context == "generate" else "",
     }
@@ -89,14 +127,16 @@ def collect(
     batch_size: int = 32,
     store: str | Path | None = None,
     hooks: Callable[[Batch, int], list] | None = None,
+    asking: str | None = None,
 ) -> ActivationSet:
     """Mean-pool each site's activations over the `group` positions of every record. `hooks(batch, start)` may
-    return (site, fn) interventions to apply while collecting that batch (`start`: its first record's index)."""
+    return (site, fn) interventions to apply while collecting that batch (`start`: its first record's index).
+    `asking` (understanding only): prompt each record up to the turn that asks this question."""
     group = group or DEFAULT_GROUP[context]
     hooked = HookedVLM(model)
     sites = layer_sites(hooked.n_layers, where)
     names = sites[1:]
-    seqs = _sequences(encoder, records, context)
+    seqs = _sequences(encoder, records, context, asking)
     n, d = len(records), model.d_model
     X = {s: _array(store, s, (n, d)) for s in sites}
     device = next(model.parameters()).device
@@ -105,14 +145,14 @@ def collect(
         batch = collate(chunk, und_space, gen_space, encoder.pad_id).to(device)
         with hooked.hooks(hooks(batch, start) if hooks else []):
             _, cache = hooked.run_with_cache(batch, names)
-        mask = (batch.tags == TAG[group]).float()
+        mask = group_mask(batch.tags, group)
         if mask.sum(1).min() == 0:
             raise ValueError(f"some {context} sequences have no '{group}' positions")
         weights = mask / mask.sum(1, keepdim=True)
         for name in names:
             X[name][start : start + len(chunk)] = torch.einsum("bl,bld->bd", weights, cache[name].float()).cpu().numpy()
         X["adapter"][start : start + len(chunk)] = _adapter_pool(model, batch, context, group)
-    meta = pd.DataFrame([_meta_row(r, context, group) for r in records])
+    meta = pd.DataFrame([_meta_row(r, context, group, asking) for r in records])
     return ActivationSet(sites, X, meta)
 
 

@@ -25,19 +25,24 @@ NUMERIC = ("battery", "minute")
 
 
 class LinearProbe(BaseEstimator, ClassifierMixin):
-    """Standardise, then multinomial logistic regression."""
+    """Standardise, then multinomial logistic regression. A training fold with one label (small sets, e.g. the
+    answer positions of one question) gives the constant predictor, as the majority baseline does."""
 
     def __init__(self, C: float = 0.1, max_iter: int = 500):
         self.C = C
         self.max_iter = max_iter
 
     def fit(self, X, y):
-        self.pipeline_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter))
-        self.pipeline_.fit(X, y)
-        self.classes_ = self.pipeline_.classes_
+        self.classes_ = np.unique(y)
+        self.pipeline_ = None
+        if len(self.classes_) > 1:
+            self.pipeline_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter))
+            self.pipeline_.fit(X, y)
         return self
 
     def predict(self, X):
+        if self.pipeline_ is None:
+            return np.full(len(X), self.classes_[0], dtype=self.classes_.dtype)
         return self.pipeline_.predict(X)
 
 

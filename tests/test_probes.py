@@ -1,4 +1,4 @@
-"""Hooks and probes: leakage, chance baselines, a planted signal, LoRA merged vs unmerged."""
+"""Hooks and probes: leakage, chance baselines, a planted signal, LoRA merged vs unmerged, position groups."""
 
 import copy
 
@@ -9,9 +9,10 @@ import torch
 
 from models.generate import question_prompts
 from models.sequence import TAG, Encoder, collate
-from probes.activations import ActivationSet, collect
+from probes.activations import PROMPT_END, ActivationSet, _sequences, asks, collect, group_mask
 from probes.hooks import HookedVLM
 from probes.linear import cross_context, layerwise
+from tasks.records import load_dataset
 
 
 def synthetic_set(n_images=120, dup=2, d=16, signal=3.0, seed=0, context="understand") -> ActivationSet:
@@ -158,3 +159,101 @@ def test_transformer_lens_bridge_matches_our_cache(lora_model):
     assert torch.allclose(logits, ours_logits, atol=1e-5)
     # the bridge wrapped a merged copy: the trained model still has its LoRA weights, unchanged
     assert lora_before and all(torch.equal(p, lora_before[n]) for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_prompt_end_pools_the_last_position_of_a_right_padded_batch():
+    tags = torch.tensor([[1, 2, 3, 3, 0, 0], [1, 2, 3, 3, 2, 2]])
+    mask = group_mask(tags, PROMPT_END)
+    assert mask.tolist() == [[0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]]
+    assert torch.equal(group_mask(tags, "image"), (tags == TAG["image"]).float())
+    with pytest.raises(ValueError, match="unknown position group 'answers'"):
+        group_mask(tags, "answers")
+
+
+def test_asking_prompts_each_record_up_to_that_questions_answer(lora_model):
+    built, dataset, und, _ = lora_model
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    records = [r for r in dataset.test if r["task"] == "vqa" and asks(r, "weather_pos")][:6]
+    assert records, "the toy dataset asks where the weather icon is"
+    seqs = _sequences(enc, records, "understand", asking="weather_pos")
+    for record, seq in zip(records, seqs, strict=True):
+        turn = next(i for i, t in enumerate(record["conversations"]) if t.get("attribute") == "weather_pos")
+        text = built.tokenizer.decode([i for i, k in zip(seq.ids, seq.kind, strict=True) if k == 0])
+        assert record["conversations"][turn]["value"].replace("<image>\n", "").strip() in text
+        if turn + 1 < len(record["conversations"]):
+            assert record["conversations"][turn + 1]["value"] not in text.split("ASSISTANT:")[-1]
+    never = [r for r in dataset.test if r["task"] == "vqa" and not asks(r, "weather_pos")][:1]
+    if never:
+        with pytest.raises(ValueError, match="never ask 'weather_pos'"):
+            _sequences(enc, never, "understand", asking="weather_pos")
+
+
+def test_signal_planted_at_the_answer_position_is_found_there_and_not_in_the_image(lora_model):
+    built, dataset, und, gen = lora_model
+    model = built.model.eval()
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    records = [r for r in dataset.test if r["task"] == "vqa"] + [r for r in dataset.train if r["task"] == "vqa"][:40]
+    planted = np.random.default_rng(1).integers(0, 2, len(records))
+    direction = torch.randn(model.d_model)
+    direction = 4 * direction / direction.norm()
+
+    def hooks(batch, start):
+        labels = torch.tensor(planted[start : start + batch.ids.shape[0]], dtype=torch.float32)
+        last = group_mask(batch.tags, PROMPT_END)[..., None]
+        return [("blocks.1.hook_resid_pre", lambda x, name: x + (2 * labels - 1)[:, None, None] * last * direction)]
+
+    scores = {}
+    for group in (PROMPT_END, "image"):
+        acts = collect(model, records, und, gen, enc, "understand", group=group, batch_size=16, hooks=hooks)
+        acts.meta["planted"] = planted
+        scores[group] = layerwise(acts, "planted", seeds=(0,), n_folds=4).groupby("layer")["score"].mean()
+    assert scores[PROMPT_END].loc[1:].min() > 0.9, scores
+    assert scores["image"].max() < 0.75, scores
+
+
+def test_probe_config_names_a_wrong_position_group():
+    from analyses.probe_layers import ProbeConfig
+    from unilens.errors import UnilensError
+
+    with pytest.raises(UnilensError, match=r"unknown position group\(s\) \['answers'\]"):
+        ProbeConfig(groups={"understand": ["answers"]})
+    with pytest.raises(UnilensError, match="'prompt_end' is an understanding group"):
+        ProbeConfig(groups={"generate": [PROMPT_END]})
+    with pytest.raises(UnilensError, match=r"none asks \['face_bin'\]"):
+        ProbeConfig(groups={"understand": [PROMPT_END]}, attributes=["face_bin"])
+    with pytest.raises(UnilensError, match="unknown context"):
+        ProbeConfig(groups={"understanding": ["image"]})
+
+
+def test_run_probes_at_the_answer_position_writes_rows_and_a_figure_per_group(trained_runs, tmp_path):
+    from analyses.probe_layers import ProbeConfig, run_probes
+
+    cfg = ProbeConfig(
+        models={"vq": str(trained_runs["vq-vq"].out)},
+        out=str(tmp_path / "probes"),
+        attributes=["weather", "battery_pos"],
+        groups={"understand": ["image", PROMPT_END], "generate": ["gen_image"]},
+        seeds=[0],
+        n_folds=3,
+    )
+    layers = run_probes(cfg, log=lambda *_: None)["probes"]
+    assert set(layers["group"]) == {"image", PROMPT_END, "gen_image"}
+    at_end = layers[layers["group"] == PROMPT_END]
+    assert "adapter" not in set(at_end["site"]) and "adapter" in set(layers[layers["group"] == "image"]["site"])
+    dataset = load_dataset(trained_runs["vq-vq"].dataset)
+    for attribute, question in (("weather", "weather"), ("battery_pos", "battery_pos")):
+        n = sum(r["task"] == "vqa" and asks(r, question) for r in dataset.test)
+        assert set(at_end[at_end["attribute"] == attribute]["n_examples"]) == {n}
+    assert at_end["score"].between(0, 1).all() and at_end["score"].notna().all()
+    out = tmp_path / "probes"
+    assert (out / "probe_weather_understand_prompt_end.png").stat().st_size > 0
+    assert (out / "probe_weather_understand.png").exists() and (out / "cross_context.csv").exists()
+
+
+def test_a_fold_with_one_label_gives_the_constant_predictor():
+    from probes.linear import LinearProbe
+
+    X = np.random.default_rng(0).normal(size=(6, 3))
+    probe = LinearProbe().fit(X, np.array(["raining"] * 6))
+    assert probe.predict(X[:2]).tolist() == ["raining", "raining"]
+    assert probe.score(X, np.array(["raining"] * 3 + ["sunny"] * 3)) == 0.5
