@@ -142,6 +142,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("text_loss_unit",): "token",
     ("gen_region_weights",): {},
     ("init_from",): "",
+    ("init_fresh_generation",): False,
 }
 
 
@@ -272,14 +273,14 @@ OUTPUT_SIDE_FIELDS = {"variant", "gen_adapter", "share_gen_adapter", "output_dis
 
 
 def output_side_switch(theirs: dict, ours: dict) -> bool:
-    """Whether a warm start goes from an understanding-only run to a variant with the same input space and another
-    output space (see GENERATION_ONLY_TENSORS)."""
+    """Whether a warm start leaves the generation side fresh (GENERATION_ONLY_TENSORS not loaded), so that it may
+    have another output space: from an understanding-only run to a variant with the same input space, or from any
+    run with the same input space when the new run asks for it (`init_fresh_generation`)."""
     their_variant, our_variant = theirs["model"]["variant"], ours["model"]["variant"]
-    return (
-        their_variant != our_variant
-        and their_variant.split("-")[0] == our_variant.split("-")[0]
-        and theirs.get("arm", {}).get("mixture") == "und-only"
-    )
+    same_input = their_variant.split("-")[0] == our_variant.split("-")[0]
+    if ours.get("init_fresh_generation"):
+        return same_input
+    return their_variant != our_variant and same_input and theirs.get("arm", {}).get("mixture") == "und-only"
 
 
 def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) -> dict:
@@ -317,12 +318,20 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
         elif "tokenizer" in found and "tokenizer" in entry and found["tokenizer"] != entry["tokenizer"]:
             problems.append(f"{what}: checkpoint was trained with another tokenizer than this run's")
     if problems:
-        raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]))
+        hint = ""
+        their_variant, our_variant = theirs["model"]["variant"], cfg["model"]["variant"]
+        if not switch and their_variant != our_variant and their_variant.split("-")[0] == our_variant.split("-")[0]:
+            hint = (
+                f" (it trained {their_variant}'s generation too: set init_fresh_generation: true to take its "
+                "understanding side and start the generation side fresh)"
+            )
+        raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]) + hint)
     fresh = load_trainable(model, folder, partial=from_adapters, ignore=ignore)
     weights = sha256_file(folder / "trainable.safetensors")
     record = {"path": str(folder.resolve()), "step": manifest["step"], "weights": weights}
     if switch:
         record["variant"] = theirs["model"]["variant"]  # its generation side was not loaded
+        record["fresh_generation"] = True
     if fresh:
         record["fresh_tensors"] = len(fresh)  # trained here but frozen in the earlier stage: fresh initial values
     return record

@@ -84,9 +84,15 @@ class TrainConfig:
     # adapters, preset, LLM and encoders; its dataset may differ. Only step 0 loads it; a resumed run continues from
     # its own checkpoint. "" starts fresh.
     init_from: str = ""
+    # Take only init_from's understanding side (input adapter, positions, LoRA or LLM) and start the generation side
+    # fresh: needed to go from a run that trained generation to another output space (an understanding-only run may
+    # switch without it).
+    init_fresh_generation: bool = False
 
     def __post_init__(self) -> None:
         # checked when the config is made, before any model is built or folder written
+        if self.init_fresh_generation and not self.init_from:
+            raise UnilensError("init_fresh_generation starts init_from's generation side fresh: set init_from too")
         check_lr_schedule(self.lr_schedule)
         check_precision(self.precision)
         check_text_loss_unit(self.text_loss_unit)

@@ -763,7 +763,8 @@ def test_init_from_an_adapters_run_loads_its_adapters_and_starts_the_lora_fresh(
 def test_init_from_an_understanding_only_run_may_change_the_output_space(tiny_train_config):
     """sem-sem trained on understanding alone, then sem-vq: the understanding side (adapter, positions, LoRA) comes
     from the first stage, the generation side is that of a fresh sem-vq run with the same seed, and the manifest
-    names the earlier variant. A first stage that trained generation too may not switch."""
+    names the earlier variant. A first stage that trained generation too may switch only when asked to
+    (init_fresh_generation), and then its generation side is not loaded either."""
     from tasks.splits import ArmConfig
 
     stage1 = tiny_train_config(
@@ -791,8 +792,24 @@ def test_init_from_an_understanding_only_run_may_change_the_output_space(tiny_tr
     for variant, name in (("sem-vq", "from-mixed"), ("vq-sem", "other-input")):
         source = mixed.out if name == "from-mixed" else stage1.out
         cfg = tiny_train_config(variant, "lora", name=name, init_from=source, **kw)
-        with pytest.raises(UnilensError, match=r"model\.variant"):
+        hint = "set init_fresh_generation: true" if name == "from-mixed" else r"model\.variant"
+        with pytest.raises(UnilensError, match=hint):
             Trainer(cfg, progress=False).train()
+    # asked for explicitly, a run that trained generation may switch too; its generation side is left fresh
+    warm_cfg = tiny_train_config("sem-vq", "lora", name="from-mixed-fresh", init_from=mixed.out, **kw)
+    warm_cfg.init_fresh_generation = True
+    warm = Trainer(warm_cfg, progress=False)
+    warm.train(until_step=0)
+    warm_params = {n: p.detach() for n, p in warm.model.named_parameters() if p.requires_grad}
+    mixed_state = final_state(Path(mixed.out))
+    assert all(torch.equal(warm_params[n], mixed_state[n]) for n in understanding)
+    assert all(torch.equal(warm_params[n], fresh_params[n]) for n in generation)
+    Trainer(warm_cfg, progress=False).train()
+    last = sorted((Path(warm_cfg.out) / "checkpoints").glob("step-*"))[-1]
+    record = json.loads((last / "manifest.json").read_text())["init_from"]
+    assert record["variant"] == "sem-sem" and record["fresh_generation"] is True
+    with pytest.raises(UnilensError, match="set init_from too"):
+        tiny_train_config("sem-vq", "lora", name="no-source", init_fresh_generation=True)
 
 
 def test_init_from_refuses_another_model_before_writing_the_run_folder(tiny_train_config, tmp_path):
