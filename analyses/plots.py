@@ -42,7 +42,7 @@ def _layer_axis(ax, layers: np.ndarray) -> None:
     ticks = sorted(set(layers))
     ax.set_xticks(ticks)
     ax.set_xticklabels(["adapter" if t == -1 else str(t) for t in ticks])
-    ax.set_xlabel("layer (adapter output, then LLM block)")
+    ax.set_xlabel("layer (adapter output, then LLM block)" if -1 in ticks else "LLM block")
 
 
 def _save(fig, path: str | Path | None):

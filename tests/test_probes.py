@@ -257,3 +257,17 @@ def test_a_fold_with_one_label_gives_the_constant_predictor():
     probe = LinearProbe().fit(X, np.array(["raining"] * 6))
     assert probe.predict(X[:2]).tolist() == ["raining", "raining"]
     assert probe.score(X, np.array(["raining"] * 3 + ["sunny"] * 3)) == 0.5
+
+
+def test_a_probe_figure_without_the_adapter_site_names_its_axis_by_block():
+    from analyses.plots import plot_probe_layers
+
+    rows = [
+        {"model": "m", "layer": layer, "attribute": "weather", "metric": "accuracy", "score": 0.5, "seed": 0, "fold": f}
+        for layer in (0, 1)
+        for f in range(3)
+    ]
+    fig = plot_probe_layers(pd.DataFrame(rows), "weather")
+    assert fig.axes[0].get_xlabel() == "LLM block"
+    fig = plot_probe_layers(pd.DataFrame([{**r, "layer": r["layer"] - 1} for r in rows]), "weather")
+    assert fig.axes[0].get_xlabel() == "layer (adapter output, then LLM block)"
