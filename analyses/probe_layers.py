@@ -11,8 +11,8 @@ from analyses.plots import plot_cross_context, plot_probe_layers, plot_selectivi
 from models.build import build_spaces, load_checkpoint
 from models.evaluate import checkpoints_of
 from models.presets import manifest_preset
-from models.sequence import CONTEXTS, TAGS, Encoder
-from probes.activations import DEFAULT_GROUP, PROMPT_END, QUESTION_OF, asks, collect
+from models.sequence import CONTEXTS, Encoder
+from probes.activations import DEFAULT_GROUP, POSITION_GROUPS, PROMPT_END, QUESTION_OF, asks, collect
 from probes.linear import cross_context, layerwise
 from tasks.records import load_dataset
 from tasks.splits import arm_label
@@ -20,7 +20,6 @@ from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
 
 ATTRIBUTES = ["weather", "weather_pos", "battery_pos", "battery_decile"]
-IMAGE_GROUPS = ("image", "gen_image")
 PLACES = {PROMPT_END: "the answer's position", "question": "the question's tokens", "gen_prompt": "the prompt's tokens"}
 
 
@@ -44,11 +43,12 @@ class ProbeConfig:
         unknown = sorted(set(self.groups) - set(CONTEXTS))
         if unknown:
             raise UnilensError(f"probe groups: unknown context(s) {unknown}; use {list(CONTEXTS)}")
-        valid = [*TAGS[1:], PROMPT_END]
         for context, names in self.groups.items():
-            bad = [g for g in names if g not in valid]
+            bad = [g for g in names if g not in POSITION_GROUPS]
             if bad:
-                raise UnilensError(f"probe groups.{context}: unknown position group(s) {bad}; choose among {valid}")
+                raise UnilensError(
+                    f"probe groups.{context}: unknown position group(s) {bad}; choose among {list(POSITION_GROUPS)}"
+                )
         if PROMPT_END in self.groups.get("generate", []):
             raise UnilensError("probe groups.generate: 'prompt_end' is an understanding group (a question's answer)")
         if PROMPT_END in self.groups.get("understand", []):
@@ -60,8 +60,8 @@ class ProbeConfig:
 
 
 def activation_sets(ckpt: Path, cfg: ProbeConfig, store: Path | None = None):
-    """{(context, group, attribute or None): ActivationSet}; "prompt_end" sets are collected per attribute, on the
-    records that ask its question."""
+    """{(context, group, question or None): ActivationSet}; "prompt_end" sets are collected once per question the
+    probed attributes are read from (battery and battery_decile share one), on the records that ask it."""
     built, manifest = load_checkpoint(ckpt)
     dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
     und_space, gen_space = build_spaces(built, built.model.cfg, dataset, manifest["config"]["cache_dir"])
@@ -71,12 +71,12 @@ def activation_sets(ckpt: Path, cfg: ProbeConfig, store: Path | None = None):
         records = [r for r in records_of if r["task"] == task]
         enc = Encoder(built.tokenizer, (und_space if context == "understand" else gen_space).num_tokens)
         for group in cfg.groups.get(context, []):
-            pairs = [(a, QUESTION_OF[a]) for a in cfg.attributes] if group == PROMPT_END else [(None, None)]
-            for attribute, question in pairs:
+            questions = dict.fromkeys(QUESTION_OF[a] for a in cfg.attributes) if group == PROMPT_END else [None]
+            for question in questions:
                 chosen = [r for r in records if question is None or asks(r, question)]
                 chosen = chosen[: cfg.limit] if cfg.limit else chosen
-                name = "_".join(x for x in (context, group, attribute) if x)
-                sets[(context, group, attribute)] = collect(
+                name = "_".join(x for x in (context, group, question) if x)
+                sets[(context, group, question)] = collect(
                     built.model,
                     chosen,
                     und_space,
@@ -93,7 +93,7 @@ def activation_sets(ckpt: Path, cfg: ProbeConfig, store: Path | None = None):
 
 
 def _set_for(sets: dict, context: str, group: str, attribute: str):
-    return sets[(context, group, attribute if group == PROMPT_END else None)]
+    return sets[(context, group, QUESTION_OF[attribute] if group == PROMPT_END else None)]
 
 
 def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
@@ -116,9 +116,7 @@ def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
             for context, groups in cfg.groups.items():
                 for group in groups:
                     acts = _set_for(sets, context, group, attribute)
-                    # the adapter site holds image tokens only: elsewhere it is not a site at all
-                    sites = acts.sites if group in IMAGE_GROUPS else [s for s in acts.sites if s != "adapter"]
-                    rows = layerwise(acts, attribute, cfg.seeds, cfg.n_folds, name, sites=sites)
+                    rows = layerwise(acts, attribute, cfg.seeds, cfg.n_folds, name)
                     layer_rows.append(rows.assign(group=group, n_examples=len(acts.meta), **tags))
             if all(DEFAULT_GROUP[c] in cfg.groups.get(c, []) for c in CONTEXTS):
                 pooled = {c: _set_for(sets, c, DEFAULT_GROUP[c], attribute) for c in CONTEXTS}

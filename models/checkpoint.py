@@ -276,11 +276,18 @@ def output_side_switch(theirs: dict, ours: dict) -> bool:
     """Whether a warm start leaves the generation side fresh (GENERATION_ONLY_TENSORS not loaded), so that it may
     have another output space: from an understanding-only run to a variant with the same input space, or from any
     run with the same input space when the new run asks for it (`init_fresh_generation`)."""
-    their_variant, our_variant = theirs["model"]["variant"], ours["model"]["variant"]
-    same_input = their_variant.split("-")[0] == our_variant.split("-")[0]
     if ours.get("init_fresh_generation"):
-        return same_input
-    return their_variant != our_variant and same_input and theirs.get("arm", {}).get("mixture") == "und-only"
+        return _same_input_space(theirs, ours)
+    return _other_output_space(theirs, ours) and theirs.get("arm", {}).get("mixture") == "und-only"
+
+
+def _same_input_space(theirs: dict, ours: dict) -> bool:
+    return theirs["model"]["variant"].split("-")[0] == ours["model"]["variant"].split("-")[0]
+
+
+def _other_output_space(theirs: dict, ours: dict) -> bool:
+    """Same input space, another variant: the output space differs."""
+    return _same_input_space(theirs, ours) and theirs["model"]["variant"] != ours["model"]["variant"]
 
 
 def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) -> dict:
@@ -319,11 +326,10 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
             problems.append(f"{what}: checkpoint was trained with another tokenizer than this run's")
     if problems:
         hint = ""
-        their_variant, our_variant = theirs["model"]["variant"], cfg["model"]["variant"]
-        if not switch and their_variant != our_variant and their_variant.split("-")[0] == our_variant.split("-")[0]:
+        if not switch and _other_output_space(theirs, cfg):
             hint = (
-                f" (it trained {their_variant}'s generation too: set init_fresh_generation: true to take its "
-                "understanding side and start the generation side fresh)"
+                f" (it trained {theirs['model']['variant']}'s generation too: set init_fresh_generation: true to take "
+                "its understanding side and start the generation side fresh)"
             )
         raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]) + hint)
     fresh = load_trainable(model, folder, partial=from_adapters, ignore=ignore)

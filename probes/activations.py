@@ -22,12 +22,14 @@ import pandas as pd
 import torch
 
 from models.generate import question_prompts
-from models.sequence import GEN_IMAGE, TAG, UND_IMAGE, Batch, Encoder, collate
+from models.sequence import TAG, TAGS, Batch, Encoder, collate
 from probes.hooks import HookedVLM, resid_name
 from tasks.world import Watch
 
 DEFAULT_GROUP = {"understand": "image", "generate": "gen_image"}
 PROMPT_END = "prompt_end"
+POSITION_GROUPS = (*TAGS[1:], PROMPT_END)  # every tag but padding, and the answer's position
+IMAGE_GROUPS = ("image", "gen_image")  # the only groups the input adapter's output (site "adapter") covers
 # the question (tasks.templates attribute) whose answer a probed attribute is read from
 QUESTION_OF = {
     "weather": "weather",
@@ -80,11 +82,11 @@ def _sequences(encoder: Encoder, records: list[dict], context: str, asking: str 
 
 def group_mask(tags: torch.Tensor, group: str) -> torch.Tensor:
     """(batch, length) 0/1 mask of the positions a group pools; sequences are padded on the right."""
+    if group not in POSITION_GROUPS:
+        raise ValueError(f"unknown position group '{group}'; choose among {list(POSITION_GROUPS)}")
     if group == PROMPT_END:
         last = (tags != TAG["pad"]).sum(1) - 1
         return torch.nn.functional.one_hot(last, tags.shape[1]).float()
-    if group not in TAG:
-        raise ValueError(f"unknown position group '{group}'; choose among {[*TAG, PROMPT_END]}")
     return (tags == TAG[group]).float()
 
 
@@ -129,13 +131,14 @@ def collect(
     hooks: Callable[[Batch, int], list] | None = None,
     asking: str | None = None,
 ) -> ActivationSet:
-    """Mean-pool each site's activations over the `group` positions of every record. `hooks(batch, start)` may
+    """Mean-pool each site's activations over the `group` positions of every record (site "adapter" only for image
+    groups: elsewhere the adapter has no output). `hooks(batch, start)` may
     return (site, fn) interventions to apply while collecting that batch (`start`: its first record's index).
     `asking` (understanding only): prompt each record up to the turn that asks this question."""
     group = group or DEFAULT_GROUP[context]
     hooked = HookedVLM(model)
-    sites = layer_sites(hooked.n_layers, where)
-    names = sites[1:]
+    names = layer_sites(hooked.n_layers, where)[1:]
+    sites = ["adapter", *names] if group in IMAGE_GROUPS else names
     seqs = _sequences(encoder, records, context, asking)
     n, d = len(records), model.d_model
     X = {s: _array(store, s, (n, d)) for s in sites}
@@ -151,21 +154,16 @@ def collect(
         weights = mask / mask.sum(1, keepdim=True)
         for name in names:
             X[name][start : start + len(chunk)] = torch.einsum("bl,bld->bd", weights, cache[name].float()).cpu().numpy()
-        X["adapter"][start : start + len(chunk)] = _adapter_pool(model, batch, context, group)
+        if "adapter" in X:
+            X["adapter"][start : start + len(chunk)] = _adapter_pool(model, batch, context)
     meta = pd.DataFrame([_meta_row(r, context, group, asking) for r in records])
     return ActivationSet(sites, X, meta)
 
 
-def _adapter_pool(model, batch, context: str, group: str) -> np.ndarray:
-    """The input adapter's output, mean-pooled per image (zeros when the group holds no image positions)."""
+def _adapter_pool(model, batch, context: str) -> np.ndarray:
+    """The input adapter's output, mean-pooled per image."""
     b = batch.ids.shape[0]
-    kind = UND_IMAGE if context == "understand" else GEN_IMAGE
-    if group not in ("image", "gen_image"):
-        return np.zeros((b, model.d_model), dtype=np.float32)
-    if kind == UND_IMAGE:
-        out = model.und_embed(batch.und_inputs)
-    else:
-        out = model.gen_embed(batch.gen_inputs)
+    out = model.und_embed(batch.und_inputs) if context == "understand" else model.gen_embed(batch.gen_inputs)
     return out.reshape(b, -1, model.d_model).mean(1).float().cpu().numpy()
 
 
