@@ -157,6 +157,18 @@ def test_checkpoints_chosen_by_fraction_of_training(trained_runs):
         checkpoints_of(run, "fractions:half")
 
 
+def test_checkpoints_chosen_by_step_with_last_among_them(trained_runs):
+    run = trained_runs["vq-vq"].out
+    every = checkpoints_of(run, "all")
+    first = int(every[0].name.split("-")[1])
+    assert checkpoints_of(run, f"{first},last") == every
+    assert checkpoints_of(run, "last") == every[-1:]
+    with pytest.raises(UnilensError, match="steps such as 312,last"):
+        checkpoints_of(run, f"{first},end")
+    with pytest.raises(UnilensError, match="asked for steps"):
+        checkpoints_of(run, "7")
+
+
 def test_semantic_generation_scored_by_cosine_and_probes(trained_runs):
     from models.build import load_checkpoint
     from models.evaluate import FeatureProbes

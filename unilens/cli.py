@@ -333,7 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="score understanding and generation of a checkpoint or run: tidy CSVs + grid")
     ev.add_argument("target", help="a checkpoint folder or a run folder")
-    ev.add_argument("--checkpoints", default="last", help="last | all | comma-separated steps (run folders)")
+    ev.add_argument(
+        "--checkpoints",
+        default="last",
+        help="last | all | fractions:0.5,1 | comma-separated steps, last allowed among them (run folders)",
+    )
     ev.add_argument("--reader", help="attribute reader folder (scores VQ generations)")
     ev.add_argument("--out", help="output folder (default: RUN/eval)")
     ev.add_argument("--limit", type=int, default=0, help="only the first N test images")
