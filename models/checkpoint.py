@@ -267,7 +267,8 @@ WARM_START_FREE = {
 
 # A first stage that trained understanding alone (mixture und-only) never trained the generation side, which
 # left these tensors at their initial values. Such a stage may therefore warm-start a run with another output space
-# (sem-sem -> sem-vq): the understanding side carries over, these start fresh, and these model fields may differ.
+# (sem-sem -> sem-vq, or sem-sem with another gen_feature_norm): the understanding side carries over, these start
+# fresh, and these model fields may differ.
 GENERATION_ONLY_TENSORS = ("gen_in.", "gen_head.", "gen_pos.", "norm_out.")
 OUTPUT_SIDE_FIELDS = {"variant", "gen_adapter", "share_gen_adapter", "output_distortion", "gen_feature_norm"}
 
@@ -286,8 +287,11 @@ def _same_input_space(theirs: dict, ours: dict) -> bool:
 
 
 def _other_output_space(theirs: dict, ours: dict) -> bool:
-    """Same input space, another variant: the output space differs."""
-    return _same_input_space(theirs, ours) and theirs["model"]["variant"] != ours["model"]["variant"]
+    """Same input space, another output side: another variant, or the same one with its output side set otherwise
+    (e.g. whitened instead of standardised generation features)."""
+    return _same_input_space(theirs, ours) and any(
+        theirs["model"].get(field) != ours["model"].get(field) for field in OUTPUT_SIDE_FIELDS
+    )
 
 
 def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) -> dict:

@@ -787,6 +787,17 @@ def test_init_from_an_understanding_only_run_may_change_the_output_space(tiny_tr
     Trainer(warm_cfg, progress=False).train()
     last = sorted((Path(warm_cfg.out) / "checkpoints").glob("step-*"))[-1]
     assert json.loads((last / "manifest.json").read_text())["init_from"]["variant"] == "sem-sem"
+    # the same variant with whitened generation features is another output side too
+    whiten_cfg = tiny_train_config("sem-sem", "lora", name="semsem-whiten-out", init_from=stage1.out, **kw)
+    whiten_cfg.model.gen_feature_norm = "whiten"
+    whitened = Trainer(whiten_cfg, progress=False)
+    whitened.train(until_step=0)
+    params = {n: p.detach() for n, p in whitened.model.named_parameters() if p.requires_grad}
+    shared = [n for n in params if not n.startswith(("gen_in.", "gen_head.", "gen_pos."))]
+    assert "vision_in.net.0.weight" in shared and all(torch.equal(params[n], stage1_state[n]) for n in shared)
+    assert torch.equal(whitened.model.norm_in.mean, stage1_state["norm_in.mean"])
+    basis = whitened.model.norm_out.basis
+    assert not torch.allclose(basis, torch.eye(len(basis)))  # this run's own whitening, not the first stage's
     mixed = tiny_train_config("sem-sem", "lora", name="mixed-stage", epochs=0.25, checkpoint_fractions=[1.0])
     Trainer(mixed, progress=False).train()
     for variant, name in (("sem-vq", "from-mixed"), ("vq-sem", "other-input")):
