@@ -15,7 +15,8 @@ images of the dense world, statistics fitted on the first half and scored on the
   mean_weather, mean_hour   held-out accuracy of a logistic probe (C=1) on the average of the image's tokens: what a
                             head attending evenly to the image would have to read
 
-    .venv/bin/python docs/results/2026-12-05/nuisance/feature_shares.py runs/dense/data runs/cache runs/embedded/vq OUT.csv
+    .venv/bin/python docs/results/2026-12-05/nuisance/feature_shares.py DATASET CACHE VQ_ENCODER OUT.csv
+    (here: runs/dense/data runs/cache runs/embedded/vq feature_shares.csv)
 """
 
 from __future__ import annotations
