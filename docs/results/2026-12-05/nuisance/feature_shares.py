@@ -7,8 +7,9 @@ the adapter and LoRA hardly sees them, which whitening (models.unified.Whitening
 
 Spaces: the semantic features standardised per dimension (the default), the same whitened (und_feature_norm:
 whiten), and the VQ code vectors standardised per dimension (what vq-X models read). On the first 3000 training
-images of the dense world, statistics fitted on the first half and scored on the second:
-  slot_share, image_share   variance of the per-slot mean and of each image's mean over its slots (of the total)
+images of the dense world, the norm and every fit on the first half, the icon and probe columns scored on the second:
+  slot_share, image_share   variance of the per-slot mean and of each image's mean over its slots (of the total,
+                            over all 3000 images)
   icon_weather_share        at the weather icon's first token, its slot's mean removed: the weather kind's share of
                             the variance (between-class, held-out class means)
   icon_face_share           the same token: held-out R^2 of a ridge regression on the face colour (RGB and squares)
