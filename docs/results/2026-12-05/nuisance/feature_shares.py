@@ -44,7 +44,13 @@ SIDE = 8
 
 def cached(dataset: Path, cache: Path, kind: str) -> np.ndarray:
     manifest = json.loads((dataset / "manifest.json").read_text())
-    [path] = cache.glob(f"{manifest['content_hash'][:16]}-*-{kind}.npy")
+    found = sorted(cache.glob(f"{manifest['content_hash'][:16]}-*-{kind}.npy"))
+    if len(found) != 1:
+        raise SystemExit(
+            f"{cache} holds {len(found)} cached {kind} feature files for {dataset}, not one: train a run that reads "
+            f"{kind} features of this dataset first (it fills the cache), or point CACHE at the right folder"
+        )
+    [path] = found
     return np.asarray(np.load(path, mmap_mode="r")[:N_IMAGES])
 
 
