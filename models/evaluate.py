@@ -640,17 +640,16 @@ def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
         if len(chosen) != len(fractions):
             raise UnilensError(f"asked for fractions {fractions}, the run saved {sorted(set(saved.values()))}")
         return chosen
-    last = int(ckpts[-1].name.split("-")[1])
+    by_step = {int(c.name.split("-")[1]): c for c in ckpts}
     try:
-        wanted = {last if s.strip() == "last" else int(s) for s in which.split(",")}
+        wanted = {max(by_step) if s.strip() == "last" else int(s) for s in which.split(",")}
     except ValueError:
         raise UnilensError(
             f"cannot read checkpoints '{which}': give last, all, fractions:0.5,1 or steps such as 312,last"
         ) from None
-    chosen = [c for c in ckpts if int(c.name.split("-")[1]) in wanted]
-    if len(chosen) != len(wanted):
+    if not wanted <= by_step.keys():
         raise UnilensError(f"asked for steps {sorted(wanted)}, the run has {[c.name for c in ckpts]}")
-    return chosen
+    return [by_step[step] for step in sorted(wanted)]
 
 
 def eval_folder(ckpts: list[Path], out: str | Path | None, split: str) -> Path:

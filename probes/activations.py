@@ -132,8 +132,8 @@ def collect(
     asking: str | None = None,
 ) -> ActivationSet:
     """Mean-pool each site's activations over the `group` positions of every record (site "adapter" only for image
-    groups: elsewhere the adapter has no output). `hooks(batch, start)` may
-    return (site, fn) interventions to apply while collecting that batch (`start`: its first record's index).
+    groups: elsewhere the adapter has no output). `hooks(batch, start)` may return (site, fn) interventions to apply
+    while collecting that batch (`start`: its first record's index).
     `asking` (understanding only): prompt each record up to the turn that asks this question."""
     group = group or DEFAULT_GROUP[context]
     hooked = HookedVLM(model)
