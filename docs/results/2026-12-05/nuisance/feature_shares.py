@@ -16,8 +16,9 @@ images of the dense world, the norm and every fit on the first half, the icon an
   mean_weather, mean_hour   held-out accuracy of a logistic probe (C=1) on the average of the image's tokens: what a
                             head attending evenly to the image would have to read
 
-    .venv/bin/python docs/results/2026-12-05/nuisance/feature_shares.py DATASET CACHE VQ_ENCODER OUT.csv
-    (here: runs/dense/data runs/cache runs/embedded/vq feature_shares.csv)
+    python docs/results/2026-12-05/nuisance/feature_shares.py DATASET CACHE SEMANTIC_ENCODER VQ_ENCODER OUT.csv
+    (here: runs/dense/data runs/cache runs/embedded/semantic runs/embedded/vq feature_shares.csv; the encoders'
+    features are read from CACHE, computed there first if missing)
 """
 
 from __future__ import annotations
@@ -29,29 +30,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file
 from sklearn.linear_model import LogisticRegression, Ridge
 
 ROOT = Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT))
 from models.unified import FeatureNorm, WhiteningNorm  # noqa: E402
+from probes.encoder import load_space  # noqa: E402
+from tasks.records import load_dataset  # noqa: E402
 from tasks.render import region_slots  # noqa: E402
 from tasks.world import Watch  # noqa: E402
 
 N_IMAGES = 3000
 SIDE = 8
-
-
-def cached(dataset: Path, cache: Path, kind: str) -> np.ndarray:
-    manifest = json.loads((dataset / "manifest.json").read_text())
-    found = sorted(cache.glob(f"{manifest['content_hash'][:16]}-*-{kind}.npy"))
-    if len(found) != 1:
-        raise SystemExit(
-            f"{cache} holds {len(found)} cached {kind} feature files for {dataset}, not one: train a run that reads "
-            f"{kind} features of this dataset first (it fills the cache), or point CACHE at the right folder"
-        )
-    [path] = found
-    return np.asarray(np.load(path, mmap_mode="r")[:N_IMAGES])
 
 
 def shares(z: np.ndarray, watches: list[Watch]) -> dict[str, float]:
@@ -92,13 +82,14 @@ def shares(z: np.ndarray, watches: list[Watch]) -> dict[str, float]:
     }
 
 
-def main(dataset: Path, cache: Path, vq_dir: Path, out: Path) -> None:
+def main(dataset_dir: Path, cache: Path, semantic_dir: Path, vq_dir: Path, out: Path) -> None:
     torch.set_num_threads(1)
-    lines = (dataset / "images.jsonl").open()
+    dataset = load_dataset(dataset_dir)
+    lines = (dataset_dir / "images.jsonl").open()
     watches = [Watch.from_dict(json.loads(line)["watch"]) for line in lines][:N_IMAGES]
-    semantic = torch.tensor(cached(dataset, cache, "semantic").astype(np.float32))
-    book = load_file(str(vq_dir / "model.safetensors"))["quantizer._codebook.embed"][0]
-    codes = torch.tensor(cached(dataset, cache, "vq").astype(np.int64))
+    semantic = torch.tensor(np.asarray(load_space(semantic_dir, dataset, cache).features[:N_IMAGES], np.float32))
+    vq = load_space(vq_dir, dataset, cache)
+    book, codes = vq.codebook, torch.tensor(np.asarray(vq.codes[:N_IMAGES], np.int64))
     fit = slice(0, N_IMAGES // 2)
     rows = []
     for space, features, norm in (
@@ -116,4 +107,4 @@ def main(dataset: Path, cache: Path, vq_dir: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(*map(Path, sys.argv[1:5]))
+    main(*map(Path, sys.argv[1:6]))
