@@ -1,5 +1,7 @@
 """Decoding with the KV cache vs recomputing the prefix at every step, side by side in one run: image generation
-(64 VQ tokens after a ~40-token prompt) and greedy text answers, at the embedded default size."""
+(64 VQ tokens after a ~40-token prompt) and greedy text answers, at the embedded default size (d256 x 6) or at GPU
+scale (`--size gpu`: d1024 x 16, configs/embedded_gpu.yaml's LLM). On CUDA the model runs under bf16 autocast, as
+evaluation does."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from models.device import autocast, pick_device
 from models.generate import generate_image_tokens, greedy_answers
 from models.sequence import Batch
 from models.unified import ModelConfig, UnifiedVLM
@@ -37,9 +40,14 @@ def prompt_batch(b: int, n: int) -> Batch:
     )
 
 
-def timed(fn) -> float:
+SIZES = {"embedded": (256, 6, 4, 688), "gpu": (1024, 16, 16, 2816)}
+
+
+def timed(fn, device: torch.device) -> float:
     start = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -48,28 +56,35 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--prompt", type=int, default=40)
     parser.add_argument("--image-tokens", type=int, default=64)
+    parser.add_argument("--size", choices=sorted(SIZES), default="embedded")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads (0: default); use 1 when the machine is busy"
     )
     args = parser.parse_args()
+    device = pick_device(args.device)
+    d, layers, heads, ff = SIZES[args.size]
     if args.threads:
         torch.set_num_threads(args.threads)  # oversubscribed OpenMP threads spin and distort every timing
     torch.manual_seed(0)
     llm = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=512,
-            hidden_size=256,
-            intermediate_size=688,
-            num_hidden_layers=6,
-            num_attention_heads=4,
-            num_key_value_heads=4,
+            hidden_size=d,
+            intermediate_size=ff,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
             eos_token_id=511,
         )
     )
-    model = UnifiedVLM(ModelConfig(variant="vq-vq"), llm, 8, 8, 1024).eval()
+    model = UnifiedVLM(ModelConfig(variant="vq-vq"), llm, 8, 8, 1024).eval().to(device)
     space = RandomVQSpace()
-    batch = prompt_batch(args.batch, args.prompt)
-    print(f"batch {args.batch}, prompt {args.prompt} positions; threads {torch.get_num_threads()}")
+    batch = prompt_batch(args.batch, args.prompt).to(device)
+    print(
+        f"{args.size} LLM (d{d} x {layers}) on {device}, batch {args.batch}, prompt {args.prompt} positions; "
+        f"threads {torch.get_num_threads()}"
+    )
     print(f"{'task':<28} {'cache s':>8} {'no cache s':>11} {'speed-up':>9}")
     for name, run in (
         (
@@ -78,8 +93,9 @@ def main() -> None:
         ),
         ("text answer, 16 tokens", lambda c: greedy_answers(model, batch, eos_id=-1, max_new_tokens=16, use_cache=c)),
     ):
-        run(True)  # warm-up
-        cached, fresh = timed(lambda r=run: r(True)), timed(lambda r=run: r(False))
+        with autocast(device):
+            run(True)  # warm-up
+            cached, fresh = timed(lambda r=run: r(True), device), timed(lambda r=run: r(False), device)
         print(f"{name:<28} {cached:>8.3f} {fresh:>11.3f} {fresh / cached:>8.1f}x")
 
 

@@ -42,6 +42,7 @@ def _kind(path: Path):
     return {
         "embedded.yaml": EmbeddedConfig,
         "embedded_gpu.yaml": EmbeddedConfig,
+        "embedded_gpu_smoke.yaml": EmbeddedConfig,
         "lm.yaml": LMConfig,
         "lm_copy.yaml": LMConfig,
     }[path.name]
