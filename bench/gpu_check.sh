@@ -9,7 +9,8 @@
 # Usage: bash bench/gpu_check.sh OUT_FOLDER (it writes gpu_check.log, stages.csv and the run's training log, the
 # evaluation's summary.csv and its grid PNG there: few files, as a device call brings back at most 8). Where the
 # image lacks this project's pins, carry wheels in .whl/ (the device tool's README says how); they are installed to
-# /tmp/site first. Override the configs (EMBEDDED_CONFIG,
+# /tmp/site first. The device tool sends the whole working tree (at most 64 MiB): move docs/results/ (about 58 MB)
+# out of the checkout for the call and back after it. Override the configs (EMBEDDED_CONFIG,
 # DATA_CONFIG, TRAIN_CONFIG) and sizes (EVAL_LIMIT, BENCH_STEPS, CAP_SCALE) to dry-run it on a CPU;
 # STAGES names the stages to run (all by default).
 set -u
