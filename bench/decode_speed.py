@@ -9,12 +9,11 @@ import argparse
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from bench.random_vlm import SIZES, describe, make
 from models.device import autocast, pick_device
 from models.generate import generate_image_tokens, greedy_answers
 from models.sequence import Batch
-from models.unified import ModelConfig, UnifiedVLM
 
 
 class RandomVQSpace:
@@ -40,9 +39,6 @@ def prompt_batch(b: int, n: int) -> Batch:
     )
 
 
-SIZES = {"embedded": (256, 6, 4, 688), "gpu": (1024, 16, 16, 2816)}
-
-
 def timed(fn, device: torch.device) -> float:
     start = time.perf_counter()
     fn()
@@ -63,26 +59,14 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = pick_device(args.device)
-    d, layers, heads, ff = SIZES[args.size]
     if args.threads:
         torch.set_num_threads(args.threads)  # oversubscribed OpenMP threads spin and distort every timing
     torch.manual_seed(0)
-    llm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=512,
-            hidden_size=d,
-            intermediate_size=ff,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=heads,
-            eos_token_id=511,
-        )
-    )
-    model = UnifiedVLM(ModelConfig(variant="vq-vq"), llm, 8, 8, 1024).eval().to(device)
+    model = make(args.size).to(device)
     space = RandomVQSpace()
     batch = prompt_batch(args.batch, args.prompt).to(device)
     print(
-        f"{args.size} LLM (d{d} x {layers}) on {device}, batch {args.batch}, prompt {args.prompt} positions; "
+        f"{describe(args.size)} LLM on {device}, batch {args.batch}, prompt {args.prompt} positions; "
         f"threads {torch.get_num_threads()}"
     )
     print(f"{'task':<28} {'cache s':>8} {'no cache s':>11} {'speed-up':>9}")

@@ -47,7 +47,7 @@ python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, 
 
 stage decode_embedded 30 python3 bench/decode_speed.py
 stage decode_gpu_size 30 python3 bench/decode_speed.py --size gpu
-stage patch_sweep 40 python3 bench/patch_sweep.py --size "100M (d768 x 12)"
+stage patch_sweep 40 python3 bench/patch_sweep.py --size 100M
 stage build 110 unilens embedded build "$EMBEDDED_CONFIG" --quiet
 root=$(python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['dataset'])" "$TRAIN_CONFIG")
 run=$(python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['out'])" "$TRAIN_CONFIG")

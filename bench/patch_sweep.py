@@ -12,7 +12,8 @@ import time
 
 import torch
 
-from bench.hook_overhead import SIZES, batch_for, make
+from bench.hook_overhead import batch_for
+from bench.random_vlm import SIZES, describe, make
 from models.device import autocast, pick_device
 from models.sequence import TAG
 from probes.patching import Cell, patch_sweep
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--positions", type=int, default=80)
     parser.add_argument("--cells-per-pass", type=int, default=19)
-    parser.add_argument("--size", choices=sorted(SIZES), default="embedded (d256 x 6)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="embedded")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default); 1 on a busy machine")
     args = parser.parse_args()
@@ -39,7 +40,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = pick_device(args.device)
-    model = make(*SIZES[args.size]).to(device)
+    model = make(args.size).to(device)
     n_layers = SIZES[args.size][1]
     clean, corrupt = tagged(args.pairs, args.positions), tagged(args.pairs, args.positions)
     corrupt.und_inputs = torch.randn_like(corrupt.und_inputs)
@@ -63,7 +64,7 @@ def main() -> None:
     (t1, d1), (tb, db) = timings.values()
     gap = (torch.tensor(d1["patched"].values) - torch.tensor(db["patched"].values)).abs().max().item()
     print(
-        f"{args.size} on {device}: {len(cells)} cells x {args.pairs} pairs x {args.positions} positions; "
+        f"{describe(args.size)} on {device}: {len(cells)} cells x {args.pairs} pairs x {args.positions} positions; "
         f"threads {torch.get_num_threads()}"
     )
     for label, (t, _) in timings.items():
