@@ -10,7 +10,7 @@ from models.unified import ModelConfig, UnifiedVLM
 SIZES = {
     "embedded": (256, 6, 4, 688),  # the embedded default's LLM
     "100M": (768, 12, 12, 2048),
-    "gpu": (1024, 16, 16, 2816),  # configs/embedded_gpu_smoke.yaml's LLM
+    "gpu": (1024, 16, 16, 2816),  # configs/embedded_gpu.yaml's LLM (and its smoke version's)
 }
 
 
