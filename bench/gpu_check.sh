@@ -49,8 +49,9 @@ stage decode_embedded 30 python3 bench/decode_speed.py
 stage decode_gpu_size 30 python3 bench/decode_speed.py --size gpu
 stage patch_sweep 40 python3 bench/patch_sweep.py --size 100M
 stage build 110 unilens embedded build "$EMBEDDED_CONFIG" --quiet
-root=$(python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['dataset'])" "$TRAIN_CONFIG")
-run=$(python3 -c "import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))['out'])" "$TRAIN_CONFIG")
+{ read -r root; read -r run; } < <(python3 -c "import yaml, sys; c = yaml.safe_load(open(sys.argv[1]))
+print(c['dataset']); print(c['out'])" "$TRAIN_CONFIG")
+echo "train config $TRAIN_CONFIG: dataset $root, run $run"
 stage data 40 unilens data make "$DATA_CONFIG" --out "$root" --quiet
 stage train 80 unilens train "$TRAIN_CONFIG" --quiet
 stage eval 100 unilens eval "$run" --checkpoints last --no-captions --limit "$EVAL_LIMIT" --out "$run/eval"
