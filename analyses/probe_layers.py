@@ -99,11 +99,12 @@ def _set_for(sets: dict, context: str, group: str, attribute: str):
 def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
     if not cfg.models:
         raise UnilensError("probe config lists no models: add `models: {name: path/to/run_or_checkpoint}`")
+    # every model's checkpoint before the first is probed: a wrong path fails in seconds, not after the others ran
+    ckpts = {name: checkpoints_of(target, "last")[0] for name, target in cfg.models.items()}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     layer_rows, cross_rows = [], []
-    for name, target in cfg.models.items():
-        ckpt = checkpoints_of(target, "last")[0]
+    for name, ckpt in ckpts.items():
         store = out / "activations" / name if cfg.store_activations else None
         sets, manifest = activation_sets(ckpt, cfg, store)
         tags = {

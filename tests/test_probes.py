@@ -250,6 +250,18 @@ def test_run_probes_at_the_answer_position_writes_rows_and_a_figure_per_group(tr
     assert (out / "probe_weather_understand.png").exists() and (out / "cross_context.csv").exists()
 
 
+def test_run_probes_refuses_a_missing_model_before_probing_the_others(trained_runs, tmp_path):
+    from analyses.probe_layers import ProbeConfig, run_probes
+    from unilens.errors import UnilensError
+
+    missing = tmp_path / "not-trained-yet"
+    cfg = ProbeConfig(models={"vq": str(trained_runs["vq-vq"].out), "later": str(missing)}, out=str(tmp_path / "p"))
+    logged = []
+    with pytest.raises(UnilensError, match="not-trained-yet is neither a checkpoint nor a run folder"):
+        run_probes(cfg, log=logged.append)
+    assert logged == [] and not (tmp_path / "p").exists()
+
+
 def test_a_fold_with_one_label_gives_the_constant_predictor():
     from probes.linear import LinearProbe
 
