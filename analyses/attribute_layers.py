@@ -20,7 +20,7 @@ import pandas as pd
 from analyses.patch_layers import ig_overlays, pair_analysis_folder
 from analyses.plots import plot_layer_attributions
 from models.build import load_checkpoint
-from models.evaluate import checkpoints_of
+from models.evaluate import last_checkpoints
 from models.presets import manifest_preset
 from probes.attribution import layer_integrated_gradients
 from probes.pairs import DEFAULT_PAIR_ATTRIBUTES, build_pairs
@@ -113,8 +113,8 @@ def summarize_shares(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_to
 def run_attributions(cfg: AttributeConfig, log=print) -> pd.DataFrame:
     out = pair_analysis_folder(cfg.models, cfg.attributes, cfg.out, "attribute")
     parts, ig_rows = [], []
-    for name, target in cfg.models.items():
-        df, ig = attribute_model(checkpoints_of(target, "last")[0], cfg, name, out, log)
+    for name, ckpt in last_checkpoints(cfg.models).items():
+        df, ig = attribute_model(ckpt, cfg, name, out, log)
         parts.append(df)
         ig_rows += ig
     per_example = pd.concat(parts, ignore_index=True)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from analyses.plots import plot_attribution_check, plot_ig_overlay, plot_patching, plot_patching_heatmap
 from models.build import load_checkpoint
-from models.evaluate import checkpoints_of
+from models.evaluate import last_checkpoints
 from models.presets import manifest_preset
 from probes.attribution import attribution_patching, integrated_gradients
 from probes.hooks import HookedVLM
@@ -176,8 +176,8 @@ def pair_analysis_folder(models: dict, attributes: list[str], out: str, verb: st
 def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
     out = pair_analysis_folder(cfg.models, cfg.attributes, cfg.out, "patch")
     parts, ig_rows = [], []
-    for name, target in cfg.models.items():
-        effects, ig = patch_model(checkpoints_of(target, "last")[0], cfg, name, log, ig_out=out)
+    for name, ckpt in last_checkpoints(cfg.models).items():
+        effects, ig = patch_model(ckpt, cfg, name, log, ig_out=out)
         parts.append(effects)
         ig_rows += ig
     per_example = pd.concat(parts, ignore_index=True)

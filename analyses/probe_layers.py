@@ -9,7 +9,7 @@ import pandas as pd
 
 from analyses.plots import plot_cross_context, plot_probe_layers, plot_selectivity
 from models.build import build_spaces, load_checkpoint
-from models.evaluate import checkpoints_of
+from models.evaluate import last_checkpoints
 from models.presets import manifest_preset
 from models.sequence import CONTEXTS, Encoder
 from probes.activations import DEFAULT_GROUP, POSITION_GROUPS, PROMPT_END, QUESTION_OF, asks, collect
@@ -99,8 +99,7 @@ def _set_for(sets: dict, context: str, group: str, attribute: str):
 def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
     if not cfg.models:
         raise UnilensError("probe config lists no models: add `models: {name: path/to/run_or_checkpoint}`")
-    # every model's checkpoint before the first is probed: a wrong path fails in seconds, not after the others ran
-    ckpts = {name: checkpoints_of(target, "last")[0] for name, target in cfg.models.items()}
+    ckpts = last_checkpoints(cfg.models)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     layer_rows, cross_rows = [], []

@@ -614,6 +614,12 @@ class FeatureProbes:
         return {h: float(np.mean(pred[h] == np.array([lab[h] for lab in labels]))) for h in pred}
 
 
+def last_checkpoints(models: dict[str, str]) -> dict[str, Path]:
+    """Each named model's checkpoint (a run folder's last), all resolved before an analysis loads the first, so that a
+    wrong path fails in seconds rather than after the models before it were analysed."""
+    return {name: checkpoints_of(target, "last")[0] for name, target in models.items()}
+
+
 def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
     """A checkpoint folder itself, or a run folder's checkpoints: 'last', 'all', comma-separated steps, or
     'fractions:0.25,0.5,1' (the checkpoints saved at those fractions of training)."""

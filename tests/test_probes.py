@@ -250,16 +250,24 @@ def test_run_probes_at_the_answer_position_writes_rows_and_a_figure_per_group(tr
     assert (out / "probe_weather_understand.png").exists() and (out / "cross_context.csv").exists()
 
 
-def test_run_probes_refuses_a_missing_model_before_probing_the_others(trained_runs, tmp_path):
+@pytest.mark.parametrize("command", ["probe", "patch", "attribute"])
+def test_an_analysis_refuses_a_missing_model_before_analysing_the_others(command, trained_runs, tmp_path):
+    from analyses.attribute_layers import AttributeConfig, run_attributions
+    from analyses.patch_layers import PatchConfig, run_patching
     from analyses.probe_layers import ProbeConfig, run_probes
     from unilens.errors import UnilensError
 
-    missing = tmp_path / "not-trained-yet"
-    cfg = ProbeConfig(models={"vq": str(trained_runs["vq-vq"].out), "later": str(missing)}, out=str(tmp_path / "p"))
+    models = {"vq": str(trained_runs["vq-vq"].out), "later": str(tmp_path / "not-trained-yet")}
+    out = str(tmp_path / "out")
+    config, run = {
+        "probe": (ProbeConfig(models=models, out=out, seeds=[0], n_folds=2), run_probes),
+        "patch": (PatchConfig(models=models, out=out, attributes=["weather"], n_pairs=2), run_patching),
+        "attribute": (AttributeConfig(models=models, out=out, attributes=["weather"], n_examples=2), run_attributions),
+    }[command]
     logged = []
     with pytest.raises(UnilensError, match="not-trained-yet is neither a checkpoint nor a run folder"):
-        run_probes(cfg, log=logged.append)
-    assert logged == [] and not (tmp_path / "p").exists()
+        run(config, log=logged.append)
+    assert logged == []
 
 
 def test_a_fold_with_one_label_gives_the_constant_predictor():
