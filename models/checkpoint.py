@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.features import encoder_hash, legacy_encoder_hash
+from models.unified import ModelConfig
 from unilens.errors import UnilensError
 from unilens.io import atomic_dir, atomic_write_json, sha256_file, sha256_json
 
@@ -143,6 +144,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("gen_region_weights",): {},
     ("init_from",): "",
     ("init_fresh_generation",): False,
+    ("init_fresh_understanding",): False,
 }
 
 
@@ -193,14 +195,21 @@ RENAMED = {"und_pos": "und_pos.table", "gen_pos": "gen_pos.table"}
 
 
 def load_trainable(
-    model: torch.nn.Module, folder: str | Path, partial: bool = False, ignore: tuple[str, ...] = ()
+    model: torch.nn.Module,
+    folder: str | Path,
+    partial: bool = False,
+    ignore: tuple[str, ...] = (),
+    rename: dict[str, str] | None = None,
 ) -> list[str]:
     """Copy a checkpoint's trained tensors into the model. With partial, the model may train more than the checkpoint
     holds (a warm start from an adapters-only run into a LoRA run): those tensors keep their fresh values and are
-    returned by name. Tensors named with an `ignore` prefix are neither loaded nor required (the model's keep their
-    values)."""
+    returned by name. `rename` maps a checkpoint's name prefix to the model's, before `ignore` is applied; tensors
+    named with an `ignore` prefix are neither loaded nor required (the model's keep their values)."""
     state = load_file(str(Path(folder) / "trainable.safetensors"))
-    state = {RENAMED.get(name, name): value for name, value in state.items() if not name.startswith(ignore)}
+    state = {RENAMED.get(name, name): value for name, value in state.items()}
+    for old, new in (rename or {}).items():
+        state = {new + n[len(old) :] if n.startswith(old) else n: v for n, v in state.items()}
+    state = {name: value for name, value in state.items() if not name.startswith(ignore)}
     expected = {n for n, p in model.named_parameters() if p.requires_grad} | set(fitted_buffers(model))
     expected = {n for n in expected if not n.startswith(ignore)}
     missing, unexpected = expected - set(state), set(state) - expected
@@ -294,14 +303,46 @@ def _other_output_space(theirs: dict, ours: dict) -> bool:
     )
 
 
+# The mirror image: a run that trained the generation side may start a variant with the same output space and another
+# input space (sem-sem -> vq-sem) when the new run asks for it (`init_fresh_understanding`). These tensors and fields
+# belong to the understanding side alone; with them fresh, the LLM, the generation adapter and head, the generated
+# image's positions and statistics, and <boi>/<eoi> carry over. An X-X run's one adapter is both sides': it is loaded
+# as the new run's generation adapter (the new run must not share its adapter, or its input side would not be fresh).
+UNDERSTANDING_ONLY_TENSORS = ("vision_in.", "und_pos.", "und_slot.", "norm_in.", "und_aux.")
+INPUT_SIDE_FIELDS = {"variant", "und_adapter", "share_gen_adapter", "input_distortion", "und_feature_norm"}
+INPUT_SIDE_FIELDS |= {"und_slot_rank", "image_order"}
+
+
+def _shares_adapter(model_config: dict) -> bool:
+    fields = {k: v for k, v in model_config.items() if k in ModelConfig.__dataclass_fields__}
+    return ModelConfig(**fields).shared
+
+
+def _input_side_switch_problems(theirs: dict, ours: dict) -> list[str]:
+    """Why `init_fresh_understanding` cannot start this run from that one ([] when it can)."""
+    problems = []
+    if theirs["model"]["variant"].split("-")[1] != ours["model"]["variant"].split("-")[1]:
+        problems.append(
+            f"model.variant: init_fresh_understanding keeps the generation side, so the output space must match "
+            f"({theirs['model']['variant']} -> {ours['model']['variant']})"
+        )
+    if _shares_adapter(ours["model"]):
+        problems.append(
+            f"model.share_gen_adapter: {ours['model']['variant']} shares one adapter between input and output, so its "
+            "input side cannot start fresh while its generation side is loaded"
+        )
+    return problems
+
+
 def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) -> dict:
     """Load another run's trained weights into a new run at step 0 (an earlier stage of a curriculum); return what
     the new run's manifest records about it. The checkpoint must share this run's variant, adapters, freezing
     preset, base LLM and encoders; its dataset may differ (that is the point). One preset change is allowed: from an
     `adapters` run (LLM frozen) into any preset, whose LoRA or LLM weights then start as in a fresh run, so that a
     first stage can shape the adapters without touching the LLM. A first stage that trained understanding alone may
-    also have another output space (output_side_switch): its generation-side tensors are not loaded. Its
-    feature-normalisation statistics come with its weights, because its adapters were trained on them."""
+    also have another output space (output_side_switch): its generation-side tensors are not loaded. With
+    `init_fresh_understanding` it is the other way round: another input space, the understanding side's tensors not
+    loaded. Its feature-normalisation statistics come with its weights, because its adapters were trained on them."""
     folder = last_checkpoint(path)
     manifest = read_manifest(folder)
     theirs = with_later_defaults(manifest["config"])
@@ -309,18 +350,27 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
     from_adapters = theirs["freeze"]["preset"] == "adapters"
     if from_adapters:
         free |= {f"freeze.{k}" for k in set(cfg["freeze"]) | set(theirs["freeze"])}
+    fresh_input = bool(cfg.get("init_fresh_understanding"))
     switch = output_side_switch(theirs, cfg)
     ignore = ("und_aux.",) + (GENERATION_ONLY_TENSORS if switch else ())
+    rename = {}
     if switch:
         free |= {f"model.{k}" for k in OUTPUT_SIDE_FIELDS}
-    problems = [
+    if fresh_input:
+        free |= {f"model.{k}" for k in INPUT_SIDE_FIELDS}
+        ignore += UNDERSTANDING_ONLY_TENSORS
+        if _shares_adapter(theirs["model"]):
+            rename = {"vision_in.": "gen_in."}  # its one adapter is the generation adapter we keep
+    problems = _input_side_switch_problems(theirs, cfg) if fresh_input else []
+    problems += [
         p
         for section in ("model", "freeze")
         for p in compare_configs(cfg[section], theirs[section], f"{section}.")
         if not any(p.split(":")[0] == f or p.startswith(f + ".") for f in free)
     ]
     for what, entry in deps.items():
-        if what == "dataset" or (switch and what not in manifest["dependencies"] and what != "llm"):
+        skip = (switch or fresh_input) and what not in manifest["dependencies"] and what != "llm"
+        if what == "dataset" or skip:
             continue  # the new output space's encoder: the earlier stage had none
         found = manifest["dependencies"].get(what)
         if found is None or not matches_recorded(what, Path(entry["path"]), found["hash"]):
@@ -336,12 +386,15 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
                 "its understanding side and start the generation side fresh)"
             )
         raise UnilensError(f"init_from {folder} does not match this run: " + "; ".join(problems[:4]) + hint)
-    fresh = load_trainable(model, folder, partial=from_adapters, ignore=ignore)
+    fresh = load_trainable(model, folder, partial=from_adapters, ignore=ignore, rename=rename)
     weights = sha256_file(folder / "trainable.safetensors")
     record = {"path": str(folder.resolve()), "step": manifest["step"], "weights": weights}
     if switch:
         record["variant"] = theirs["model"]["variant"]  # its generation side was not loaded
         record["fresh_generation"] = True
+    if fresh_input:
+        record["variant"] = theirs["model"]["variant"]  # its understanding side was not loaded
+        record["fresh_understanding"] = True
     if fresh:
         record["fresh_tensors"] = len(fresh)  # trained here but frozen in the earlier stage: fresh initial values
     return record

@@ -88,11 +88,22 @@ class TrainConfig:
     # fresh: needed to go from a run that trained generation to another output space (an understanding-only run may
     # switch without it).
     init_fresh_generation: bool = False
+    # The mirror image: take init_from's generation side (generation adapter and head, positions, statistics, LoRA or
+    # LLM) and start the understanding side fresh, so that a run with the same output space and another input space
+    # may continue it (sem-sem's generation-only stage -> vq-sem). Why: one generation-first stage can then start
+    # every variant that shares its output space, and their comparison differs in the input space alone.
+    init_fresh_understanding: bool = False
 
     def __post_init__(self) -> None:
         # checked when the config is made, before any model is built or folder written
-        if self.init_fresh_generation and not self.init_from:
-            raise UnilensError("init_fresh_generation starts init_from's generation side fresh: set init_from too")
+        for flag in ("init_fresh_generation", "init_fresh_understanding"):
+            if getattr(self, flag) and not self.init_from:
+                side = flag.removeprefix("init_fresh_")
+                raise UnilensError(f"{flag} starts init_from's {side} side fresh: set init_from too")
+        if self.init_fresh_generation and self.init_fresh_understanding:
+            raise UnilensError(
+                "init_fresh_generation and init_fresh_understanding together would load only the LLM: set one"
+            )
         check_lr_schedule(self.lr_schedule)
         check_precision(self.precision)
         check_text_loss_unit(self.text_loss_unit)

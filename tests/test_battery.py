@@ -198,6 +198,7 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         "text_loss_unit",
         "init_from",
         "init_fresh_generation",
+        "init_fresh_understanding",
         "gen_region_weights",
         "und_slot_rank",
         "und_aux_loss",
@@ -224,6 +225,7 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         assert with_later_defaults(resolved)["arm"]["repeats"] == {}
         assert with_later_defaults(resolved)["init_from"] == ""
         assert with_later_defaults(resolved)["init_fresh_generation"] is False
+        assert with_later_defaults(resolved)["init_fresh_understanding"] is False
         assert with_later_defaults(resolved)["gen_region_weights"] == {}
     with pytest.raises(UnilensError, match="set by the grid itself"):
         cells_of(load_battery(_battery(tiny_embedded, tmp_path, model={"variant": "vq-vq"})))

@@ -823,6 +823,64 @@ def test_init_from_an_understanding_only_run_may_change_the_output_space(tiny_tr
         tiny_train_config("sem-vq", "lora", name="no-source", init_fresh_generation=True)
 
 
+def test_init_fresh_understanding_keeps_the_generation_side_for_another_input_space(tiny_train_config):
+    """sem-sem trained on generation alone, then vq-sem: the LLM's LoRA, <boi>/<eoi>, the generation head, positions
+    and statistics come from the first stage, and so does the generation adapter (sem-sem's one shared adapter);
+    the VQ input adapter, its positions and statistics are those of a fresh vq-sem run with the same seed. The switch
+    is refused where the output space differs or the new run would share its adapter."""
+    from tasks.splits import ArmConfig
+
+    stage1 = tiny_train_config(
+        "sem-sem", "lora", name="gen-stage", epochs=0.5, checkpoint_fractions=[1.0], arm=ArmConfig(mixture="gen-only")
+    )
+    stage1.model.image_positions = "slot"
+    Trainer(stage1, progress=False).train()
+    stage1_state = final_state(Path(stage1.out))
+    kw = dict(epochs=0.25, checkpoint_fractions=[1.0], seed=1)
+    fresh = Trainer(tiny_train_config("vq-sem", "lora", name="vqsem-fresh", **kw), progress=False)
+    warm_cfg = tiny_train_config("vq-sem", "lora", name="vqsem-warm", init_from=stage1.out, **kw)
+    warm_cfg.init_fresh_understanding = True
+    for cfg in (fresh.cfg, warm_cfg):
+        cfg.model.image_positions = "slot"
+    fresh = Trainer(fresh.cfg, progress=False)
+    warm = Trainer(warm_cfg, progress=False)
+    fresh.train(until_step=0)
+    warm.train(until_step=0)
+    fresh_params, warm_params = (
+        {n: p.detach() for n, p in t.model.named_parameters() if p.requires_grad} for t in (fresh, warm)
+    )
+    understanding = sorted(n for n in warm_params if n.startswith(("vision_in.", "und_pos.")))
+    kept = sorted(set(warm_params) - set(understanding))
+    assert "vision_in.net.weight" in understanding and "und_pos.table" in understanding
+    assert {"gen_in.net.0.weight", "gen_head.proj.weight", "gen_pos.table", "boi"} <= set(kept)
+    assert any(n.startswith("llm.") for n in kept)
+    for name in kept:
+        source = "vision_in." + name.removeprefix("gen_in.") if name.startswith("gen_in.") else name
+        assert torch.equal(warm_params[name], stage1_state[source]), name
+    assert all(torch.equal(warm_params[n], fresh_params[n]) for n in understanding)
+    assert not torch.equal(warm_params["boi"], fresh_params["boi"])
+    assert torch.equal(warm.model.norm_out.mean, stage1_state["norm_out.mean"])
+    assert torch.equal(warm.model.norm_in.mean, fresh.model.norm_in.mean)  # VQ statistics, fitted by this run
+    Trainer(warm_cfg, progress=False).train()
+    last = sorted((Path(warm_cfg.out) / "checkpoints").glob("step-*"))[-1]
+    record = json.loads((last / "manifest.json").read_text())["init_from"]
+    assert record["variant"] == "sem-sem" and record["fresh_understanding"] is True
+    for variant, name, hint in (
+        ("vq-vq", "other-output", "output space must match"),
+        ("sem-sem", "shared-adapter", "shares one adapter"),
+    ):
+        cfg = tiny_train_config(variant, "lora", name=name, init_from=stage1.out, init_fresh_understanding=True, **kw)
+        cfg.model.image_positions = "slot"
+        with pytest.raises(UnilensError, match=hint):
+            Trainer(cfg, progress=False).train()
+        assert not Path(cfg.out).exists()
+    with pytest.raises(UnilensError, match="set init_from too"):
+        tiny_train_config("vq-sem", "lora", name="no-source", init_fresh_understanding=True)
+    with pytest.raises(UnilensError, match="set one"):
+        both = dict(init_fresh_understanding=True, init_fresh_generation=True)
+        tiny_train_config("vq-sem", "lora", name="both", init_from=stage1.out, **both)
+
+
 def test_init_from_refuses_another_model_before_writing_the_run_folder(tiny_train_config, tmp_path):
     stage1 = tiny_train_config("vq-vq", "lora", name="stage1", epochs=0.5, checkpoint_fractions=[1.0])
     Trainer(stage1, progress=False).train()
