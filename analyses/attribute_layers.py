@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analyses.patch_layers import ig_overlays, pair_analysis_folder
+from analyses.patch_layers import ig_overlays, pair_analysis_setup
 from analyses.plots import plot_layer_attributions
 from models.build import load_checkpoint
-from models.evaluate import last_checkpoints
 from models.presets import manifest_preset
 from probes.attribution import layer_integrated_gradients
 from probes.pairs import DEFAULT_PAIR_ATTRIBUTES, build_pairs
@@ -111,9 +110,9 @@ def summarize_shares(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, min_to
 
 
 def run_attributions(cfg: AttributeConfig, log=print) -> pd.DataFrame:
-    out = pair_analysis_folder(cfg.models, cfg.attributes, cfg.out, "attribute")
+    out, ckpts = pair_analysis_setup(cfg.models, cfg.attributes, cfg.out, "attribute")
     parts, ig_rows = [], []
-    for name, ckpt in last_checkpoints(cfg.models).items():
+    for name, ckpt in ckpts.items():
         df, ig = attribute_model(ckpt, cfg, name, out, log)
         parts.append(df)
         ig_rows += ig

@@ -160,23 +160,25 @@ def patch_model(
     return out.assign(model=name, **tags, checkpoint=str(ckpt)), ig_rows
 
 
-def pair_analysis_folder(models: dict, attributes: list[str], out: str, verb: str) -> Path:
-    """Check an analysis over counterfactual pairs (patch, attribute) names models and patchable attributes; make
-    and return its output folder."""
+def pair_analysis_setup(models: dict, attributes: list[str], out: str, verb: str) -> tuple[Path, dict[str, Path]]:
+    """Check an analysis over counterfactual pairs (patch, attribute): it names models, patchable attributes and
+    trained checkpoints; only then make its output folder, so that a wrong path leaves nothing behind. Returns the
+    folder and each model's checkpoint."""
     if not models:
         raise UnilensError(f"{verb} config lists no models: add `models: {{name: path/to/run_or_checkpoint}}`")
     bad = set(attributes) - set(PATCHABLE)
     if bad:
         raise UnilensError(f"cannot {verb} attributes {sorted(bad)}; patchable attributes: {list(PATCHABLE)}")
+    ckpts = last_checkpoints(models)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return folder, ckpts
 
 
 def run_patching(cfg: PatchConfig, log=print) -> dict[str, pd.DataFrame]:
-    out = pair_analysis_folder(cfg.models, cfg.attributes, cfg.out, "patch")
+    out, ckpts = pair_analysis_setup(cfg.models, cfg.attributes, cfg.out, "patch")
     parts, ig_rows = [], []
-    for name, ckpt in last_checkpoints(cfg.models).items():
+    for name, ckpt in ckpts.items():
         effects, ig = patch_model(ckpt, cfg, name, log, ig_out=out)
         parts.append(effects)
         ig_rows += ig
