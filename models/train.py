@@ -37,7 +37,7 @@ from models.reader import HEADS, labels_of
 from models.sequence import Encoder, Sequence, check_text_loss_unit, collate, text_loss_weights
 from models.unified import ModelConfig, grid_side
 from tasks.records import load_dataset
-from tasks.render import REGION_SIZES, region_slots
+from tasks.render import region_slots
 from tasks.splits import ArmConfig, select_arm
 from tasks.templates import unconditional
 from tasks.world import Watch
@@ -68,8 +68,9 @@ class TrainConfig:
     # Extra weight on the generated image's loss at the tokens that draw an attribute its prompt names, e.g.
     # {weather: 5.0}: the tokens under the weather icon weigh 5 in every generation record that asks for a weather
     # (the image loss stays a weighted mean). Regions: weather (the icon) and battery (bar and text), at their corners
-    # (tasks.render.region_slots). Why offered: a per-token mean spends 4 of 64 VQ tokens on the icon, and no vq-vq
-    # run drew the prompted weather kind (docs/results/2026-12-03, seventh part).
+    # (tasks.render.region_slots); weather_pos and battery_pos weigh the same regions in prompts that name the corner
+    # (a prompt may name an icon's corner and not its kind). Why offered: a per-token mean spends 4 of 64 VQ tokens on
+    # the icon, and no vq-vq run drew the prompted weather kind (docs/results/2026-12-03, seventh part).
     gen_region_weights: dict[str, float] = field(default_factory=dict)
     max_grad_norm: float = 1.0
     checkpoint_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
@@ -124,11 +125,16 @@ def init_distributed(device: str = "auto") -> tuple[int, int]:
 LR_SCHEDULES = ("cosine", "constant")
 
 
+# The prompt attributes a region weight may name, and the drawn region each weighs: a corner is drawn by its item.
+REGION_OF_ATTRIBUTE = {"weather": "weather", "weather_pos": "weather", "battery": "battery", "battery_pos": "battery"}
+
+
 def check_region_weights(weights: dict[str, float]) -> None:
     for attribute, weight in weights.items():
-        if attribute not in REGION_SIZES:
+        if attribute not in REGION_OF_ATTRIBUTE:
             raise UnilensError(
-                f"gen_region_weights names '{attribute}', which has no drawn region; choose from {sorted(REGION_SIZES)}"
+                f"gen_region_weights names '{attribute}', which has no drawn region; choose from "
+                f"{sorted(REGION_OF_ATTRIBUTE)}"
             )
         if isinstance(weight, bool) or not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
             raise UnilensError(f"gen_region_weights[{attribute}] must be a positive number, got {weight!r}")
@@ -143,7 +149,7 @@ def region_weights(record: dict, weights: dict[str, float], side: int) -> list[f
     watch = Watch.from_dict(record["watch"])
     for attribute in record["conversations"][0].get("attributes", []):
         if attribute in weights:
-            for slot in region_slots(watch, attribute, side):
+            for slot in region_slots(watch, REGION_OF_ATTRIBUTE[attribute], side):
                 out[slot] = max(out[slot], float(weights[attribute]))
     return out
 

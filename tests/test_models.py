@@ -957,7 +957,7 @@ def test_gen_region_weights_weigh_the_icon_tokens_of_prompts_that_name_the_weath
     log = [json.loads(x) for x in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
     assert len(log) == 4 and all(math.isfinite(r["image_loss"]) and r["image_loss"] > 0 for r in log)
     for bad, match in (
-        ({"hour": 2.0}, r"gen_region_weights names 'hour'.*\['battery', 'weather'\]"),
+        ({"hour": 2.0}, r"gen_region_weights names 'hour'.*\['battery', 'battery_pos', 'weather', 'weather_pos'\]"),
         ({"weather": 0.0}, r"gen_region_weights\[weather\] must be a positive number"),
         ({"weather": float("nan")}, "must be a positive number"),
         ({"battery": True}, "must be a positive number"),
@@ -967,6 +967,30 @@ def test_gen_region_weights_weigh_the_icon_tokens_of_prompts_that_name_the_weath
     other = tiny_train_config("vq-vq", "lora", name="region", gen_region_weights={"weather": 2.0})
     with pytest.raises(UnilensError, match="gen_region_weights"):
         Trainer(other, progress=False).train()
+
+
+def test_a_corner_region_weight_weighs_its_items_tokens_in_prompts_that_name_the_corner():
+    """{weather_pos: 4, battery: 2}: a prompt naming the weather icon's corner (not its kind) weighs the icon's tokens
+    4, one naming the battery level its bar's 2, one naming both weighs both; other tokens weigh 1."""
+    from models.train import region_weights
+    from tasks.render import region_slots
+    from tasks.world import Watch
+
+    corners = dict(weather_pos="top-left", battery_pos="top-right")
+    watch = Watch(hour=3, minute=5, second=0, weather="sunny", battery=40, face_color=(20, 20, 20), **corners)
+    prompt = {"attributes": ["time", "weather_pos"]}
+    record = {"task": "generation", "watch": watch.to_dict(), "conversations": [prompt]}
+    weights = {"weather_pos": 4.0, "battery": 2.0}
+    icon = region_slots(watch, "weather", 8)
+    assert region_weights(record, weights, 8) == [4.0 if i in icon else 1.0 for i in range(64)]
+    record["conversations"][0]["attributes"] = ["weather", "battery"]
+    bar = region_slots(watch, "battery", 8)
+    assert region_weights(record, weights, 8) == [2.0 if i in bar else 1.0 for i in range(64)]
+    record["conversations"][0]["attributes"] = ["weather_pos", "battery"]
+    assert not set(icon) & set(bar)
+    assert region_weights(record, weights, 8) == [4.0 if i in icon else 2.0 if i in bar else 1.0 for i in range(64)]
+    record["task"] = "vqa"
+    assert region_weights(record, weights, 8) is None
 
 
 def test_gen_region_weights_weigh_the_semantic_cosine_loss_too(tiny_train_config):
