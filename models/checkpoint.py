@@ -248,16 +248,26 @@ def saved_checkpoints(run: str | Path) -> list[Path]:
     return sorted(p for p in folder.glob("step-*") if (p / "manifest.json").is_file()) if folder.is_dir() else []
 
 
-def last_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder as given, or a run folder's last checkpoint."""
-    path = Path(path)
-    if (path / "manifest.json").is_file():
-        return path
-    ckpts = saved_checkpoints(path)
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / "manifest.json").is_file() and (Path(path) / "trainable.safetensors").is_file()
+
+
+def run_checkpoints(run: str | Path, label: str = "") -> list[Path]:
+    """A run folder's complete checkpoints, oldest first; an error that names the path (after `label`, e.g.
+    "init_from ") and the fix where there are none."""
+    ckpts = saved_checkpoints(run)
     if not ckpts:
-        what = "no such folder" if not path.exists() else "neither a checkpoint nor a run folder with checkpoints"
-        raise UnilensError(f"init_from {path}: {what}; give a run folder or one of its checkpoints/step-* folders")
-    return ckpts[-1]
+        what = "no such folder" if not Path(run).exists() else "neither a checkpoint nor a run folder with checkpoints"
+        raise UnilensError(
+            f"{label}{run}: {what}; give a run folder with checkpoints (train one first) or one of its "
+            "checkpoints/step-* folders"
+        )
+    return ckpts
+
+
+def last_checkpoint(path: str | Path, label: str = "") -> Path:
+    """A checkpoint folder as given, or a run folder's last checkpoint."""
+    return Path(path) if is_checkpoint(path) else run_checkpoints(path, label)[-1]
 
 
 # Model fields a warm start may change: paths (the hashes of what they point at are checked instead) and settings that
@@ -343,7 +353,7 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
     also have another output space (output_side_switch): its generation-side tensors are not loaded. With
     `init_fresh_understanding` it is the other way round: another input space, the understanding side's tensors not
     loaded. Its feature-normalisation statistics come with its weights, because its adapters were trained on them."""
-    folder = last_checkpoint(path)
+    folder = last_checkpoint(path, "init_from ")
     manifest = read_manifest(folder)
     theirs = with_later_defaults(manifest["config"])
     free = {f"model.{k}" for k in WARM_START_FREE} | {"freeze.lora_dropout"}

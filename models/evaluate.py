@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from models.build import Built, build_spaces
-from models.checkpoint import saved_checkpoints
+from models.checkpoint import is_checkpoint, last_checkpoint, run_checkpoints
 from models.encoders.images import to_uint8
 from models.generate import (
     collate_prompts,
@@ -617,7 +617,7 @@ class FeatureProbes:
 def last_checkpoints(models: dict[str, str]) -> dict[str, Path]:
     """Each named model's checkpoint (a run folder's last), all resolved before an analysis loads the first, so that a
     wrong path fails in seconds rather than after the models before it were analysed."""
-    return {name: checkpoints_of(target, "last")[0] for name, target in models.items()}
+    return {name: last_checkpoint(target) for name, target in models.items()}
 
 
 def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
@@ -625,11 +625,9 @@ def checkpoints_of(target: str | Path, which: str = "last") -> list[Path]:
     'fractions:0.25,0.5,1' (the checkpoints saved at those fractions of training)."""
 
     target = Path(target)
-    if (target / "manifest.json").is_file() and (target / "trainable.safetensors").is_file():
+    if is_checkpoint(target):
         return [target]
-    ckpts = saved_checkpoints(target)
-    if not ckpts:
-        raise UnilensError(f"{target} is neither a checkpoint nor a run folder with checkpoints (train one first)")
+    ckpts = run_checkpoints(target)
     if which == "last":
         return ckpts[-1:]
     if which == "all":

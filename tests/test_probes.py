@@ -265,7 +265,7 @@ def test_an_analysis_refuses_a_missing_model_before_analysing_the_others(command
         "attribute": (AttributeConfig(models=models, out=out, attributes=["weather"], n_examples=2), run_attributions),
     }[command]
     logged = []
-    with pytest.raises(UnilensError, match="not-trained-yet is neither a checkpoint nor a run folder"):
+    with pytest.raises(UnilensError, match="not-trained-yet: no such folder; give a run folder with checkpoints"):
         run(config, log=logged.append)
     assert logged == [] and not (tmp_path / "out").exists()
 
