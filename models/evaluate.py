@@ -586,25 +586,34 @@ def _tidy(melted: pd.DataFrame, task: str, by: list[str]) -> pd.DataFrame:
 
 
 class FeatureProbes:
-    """Linear read-out of each reader attribute from ground-truth semantic features (flattened tokens)."""
+    """Linear read-out of each reader attribute from ground-truth semantic features (flattened tokens): one ridge
+    classifier per attribute (+-1 targets per class, the largest score wins), all fitted in one solve."""
 
     def __init__(self, space, dataset: WorldDataset):
-        from sklearn.linear_model import RidgeClassifier
+        from sklearn.linear_model import Ridge
 
         train = {r["image"]: r["watch"] for r in dataset.train}
         ids = list(train)
-        x = np.stack([space.inputs(i).numpy().reshape(-1) for i in ids])
+        # float64: with more features (64 tokens x d) than images the ridge solve is in the dual, whose matrix is
+        # ill-conditioned for float32 (rcond 1.5e-8 on the embedded default, and scikit-learn warned at every eval);
+        # its float32 predictions agreed with these on 98-100% of test images, even with noise added.
+        x = np.stack([space.inputs(i).numpy().reshape(-1) for i in ids]).astype(np.float64)
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
         labels = [labels_of(Watch.from_dict(train[i])) for i in ids]
-        self.models = {}
-        for head in labels[0]:
-            self.models[head] = RidgeClassifier(alpha=10.0).fit(
-                (x - self.mean) / self.std, [lab[head] for lab in labels]
-            )
+        self.classes = {head: np.array(sorted({lab[head] for lab in labels})) for head in labels[0]}
+        targets = [
+            np.where(np.array([lab[head] for lab in labels])[:, None] == classes[None, :], 1.0, -1.0)
+            for head, classes in self.classes.items()
+        ]
+        self.ridge = Ridge(alpha=10.0).fit((x - self.mean) / self.std, np.concatenate(targets, axis=1))
 
     def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        x = (features.reshape(len(features), -1) - self.mean) / self.std
-        return {head: m.predict(x) for head, m in self.models.items()}
+        x = (features.reshape(len(features), -1).astype(np.float64) - self.mean) / self.std
+        scores, out, start = self.ridge.predict(x), {}, 0
+        for head, classes in self.classes.items():
+            out[head] = classes[scores[:, start : start + len(classes)].argmax(1)]
+            start += len(classes)
+        return out
 
     def accuracy(self, space, dataset: WorldDataset) -> dict[str, float]:
         test = {r["image"]: r["watch"] for r in dataset.test}

@@ -184,6 +184,43 @@ def test_semantic_generation_scored_by_cosine_and_probes(trained_runs):
     assert generated["pixels"] is None
 
 
+def test_feature_probes_equal_one_ridge_classifier_per_attribute():
+    """FeatureProbes fits every attribute in one ridge solve; its predictions are those of a RidgeClassifier per
+    attribute (same alpha, same standardised float64 features), on held-out and on noisy features."""
+    from types import SimpleNamespace
+
+    from sklearn.linear_model import RidgeClassifier
+
+    from models.evaluate import FeatureProbes
+    from models.reader import labels_of
+    from tasks.world import Watch, sample_watch
+
+    rng = np.random.default_rng(0)
+    watches = [sample_watch(rng) for _ in range(120)]
+    codes = rng.normal(size=(6, 12, 8))  # each attribute writes its label times its own direction into the features
+    feats = {
+        i: torch.tensor(
+            sum(v * codes[k] for k, v in enumerate(labels_of(w).values())) + rng.normal(size=(12, 8)),
+            dtype=torch.float32,
+        )
+        for i, w in enumerate(watches)
+    }
+    space = SimpleNamespace(inputs=lambda i: feats[i])
+    records = [{"image": i, "watch": w.to_dict()} for i, w in enumerate(watches)]
+    dataset = SimpleNamespace(train=records[:90], test=records[90:])
+    probes = FeatureProbes(space, dataset)
+    x = np.stack([feats[r["image"]].numpy() for r in records[90:]])
+    x = x + rng.normal(size=x.shape) * x.std()
+    ours = probes.predict(x)
+    train_x = np.stack([feats[r["image"]].numpy().reshape(-1) for r in records[:90]]).astype(np.float64)
+    for head, predicted in ours.items():
+        labels = [labels_of(Watch.from_dict(r["watch"]))[head] for r in records[:90]]
+        reference = RidgeClassifier(alpha=10.0).fit((train_x - probes.mean) / probes.std, labels)
+        expected = reference.predict((x.reshape(len(x), -1) - probes.mean) / probes.std)
+        assert (predicted == expected).all(), head
+    assert probes.accuracy(space, dataset)["weather"] > 0.9
+
+
 def test_image_reliance_swaps_images_and_is_blind_to_a_blind_model(loaded_vq_run, trained_runs):
     """Swapping images changes a seeing model's answer losses; a model whose adapter outputs a constant cannot tell."""
     built, dataset, _und, _gen = loaded_vq_run
