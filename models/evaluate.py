@@ -32,10 +32,11 @@ from models.presets import manifest_preset
 from models.reader import AttributeReader, labels_of
 from models.sequence import Encoder, collate
 from tasks.records import WorldDataset
+from tasks.render import render_array
 from tasks.scoring import score_caption, score_vqa, summarize
 from tasks.splits import arm_label
 from tasks.templates import clause
-from tasks.world import ATTRIBUTE_VALUES, Watch
+from tasks.world import ATTRIBUTE_VALUES, CORNERS, WEATHERS, Watch
 from unilens.errors import UnilensError
 
 CHOICE_ATTRIBUTES = ("weather", "weather_pos", "battery_pos")
@@ -384,6 +385,7 @@ class Evaluator:
                         row["cosine"] = float(cos[i])
                     rows.append(row)
         generated = {"records": records, "tokens": tokens, "pixels": pixels, "reconstructed": reconstructed}
+        generated["read"] = read if pixels is None else None  # semantic: what the feature probes read
         return pd.DataFrame(rows), generated
 
     def grid(self, generated: dict, path: str | Path, n: int) -> None:
@@ -393,11 +395,15 @@ class Evaluator:
         size = self.dataset.image_size
         cell = max(size, 160)
         reconstructed = generated.get("reconstructed")
-        # features have no pixels: show each generation by the training image whose features are nearest
+        # features have no pixels: show each generation by the training image whose features are nearest (over all
+        # tokens, so mostly the face colour), and, where the feature probes read it, by a watch drawn from what they
+        # read (weather, corners, battery decile, hour, five minutes; grey face), which shows the attributes scored
         nearest = self.nearest_training_images(generated["tokens"][:n]) if generated["pixels"] is None else None
+        read = generated.get("read")
         titles = ["prompt", "ground truth"]
         titles += [] if reconstructed is None else ["tokenizer (truth re-coded)"]
         titles += ["generated" if nearest is None else "generated: nearest train"]
+        titles += [] if read is None else ["generated: probes' reading"]
         # titles sit in a band above the images: a label drawn on an image hides its top-left corner, where the
         # weather icon or the battery may be exactly what the reader is asked to judge
         sheet = Image.new("RGB", (len(titles) * cell, GRID_HEADER + len(records) * (size + 4)), "white")
@@ -418,6 +424,7 @@ class Evaluator:
             shown = [self.dataset.images[rec["image"]]]
             shown += [] if reconstructed is None else [reconstructed[i]]
             shown += [generated["pixels"][i] if nearest is None else self.dataset.images[nearest[i]]]
+            shown += [] if read is None else [render_array(watch_from_reading(read, i), size)]
             for c, image in enumerate(shown, start=1):
                 sheet.paste(Image.fromarray(image), (c * cell, y))
         sheet.save(path)
@@ -583,6 +590,21 @@ def _tidy(melted: pd.DataFrame, task: str, by: list[str]) -> pd.DataFrame:
         wide["value"] = "all"
     wide["task"] = task
     return wide[["task", "attribute", "value", "metric", "mean", "lo", "hi", "n"]]
+
+
+def watch_from_reading(read: dict[str, np.ndarray], i: int) -> Watch:
+    """The watch that the reader's or the feature probes' labels (models.reader.labels_of) of image i describe: the
+    middle of each battery decile and five-minute bin, second 0, a grey face (no probe reads the face)."""
+    return Watch(
+        hour=int(read["hour"][i]),
+        minute=int(read["minute5"][i]) * 5,
+        second=0,
+        weather=WEATHERS[int(read["weather"][i])],
+        battery=int(read["battery_decile"][i]) * 10 + 5,
+        weather_pos=CORNERS[int(read["weather_pos"][i])],
+        battery_pos=CORNERS[int(read["battery_pos"][i])],
+        face_color=(128, 128, 128),
+    )
 
 
 class FeatureProbes:

@@ -318,7 +318,7 @@ def test_eval_reports_fid_with_a_local_torchscript_network(trained_runs, tmp_pat
         )
 
 
-def test_semantic_generations_are_shown_by_their_nearest_training_image(trained_runs, tmp_path):
+def test_semantic_generations_are_shown_by_their_nearest_training_image_and_their_reading(trained_runs, tmp_path):
     from models.build import load_checkpoint
 
     cfg = trained_runs["sem-sem"]
@@ -339,6 +339,21 @@ def test_semantic_generations_are_shown_by_their_nearest_training_image(trained_
     for i, image_id in enumerate(nearest):
         y = GRID_HEADER + i * (size + 4)
         assert np.array_equal(sheet[y : y + size, 2 * cell : 2 * cell + size], dataset.images[image_id])
+    # with the feature probes, a fourth column draws the watch they read from each generation
+    from models.evaluate import FeatureProbes, watch_from_reading
+    from models.reader import labels_of
+    from tasks.render import render_array
+
+    _, generated = ev.generation(None, FeatureProbes(ev.gen_space, dataset))
+    ev.grid(generated, tmp_path / "grid-read.png", 4)
+    sheet = np.asarray(Image.open(tmp_path / "grid-read.png").convert("RGB"))
+    assert sheet.shape[1] == 4 * cell
+    read = generated["read"]
+    for i in range(4):
+        y = GRID_HEADER + i * (size + 4)
+        drawn = render_array(watch_from_reading(read, i), size)
+        assert np.array_equal(sheet[y : y + size, 3 * cell : 3 * cell + size], drawn)
+        assert labels_of(watch_from_reading(read, i)) == {head: int(values[i]) for head, values in read.items()}
 
 
 def test_train_split_scores_training_images_into_its_own_folder(trained_runs, tmp_path):
