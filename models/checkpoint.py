@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from models.features import encoder_hash, legacy_encoder_hash
 from models.unified import ModelConfig
+from unilens.config import from_dict
 from unilens.errors import UnilensError
 from unilens.io import atomic_dir, atomic_write_json, sha256_file, sha256_json
 
@@ -324,8 +325,7 @@ INPUT_SIDE_FIELDS |= {"und_slot_rank", "image_order"}
 
 
 def _shares_adapter(model_config: dict) -> bool:
-    fields = {k: v for k, v in model_config.items() if k in ModelConfig.__dataclass_fields__}
-    return ModelConfig(**fields).shared
+    return from_dict(ModelConfig, model_config, "model config").shared
 
 
 def _input_side_switch_problems(theirs: dict, ours: dict) -> list[str]:
