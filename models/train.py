@@ -37,7 +37,7 @@ from models.reader import HEADS, labels_of
 from models.sequence import Encoder, Sequence, check_text_loss_unit, collate, text_loss_weights
 from models.unified import ModelConfig, grid_side
 from tasks.records import load_dataset
-from tasks.render import region_slots
+from tasks.render import REGION_OF, region_slots
 from tasks.splits import ArmConfig, select_arm
 from tasks.templates import unconditional
 from tasks.world import Watch
@@ -125,16 +125,11 @@ def init_distributed(device: str = "auto") -> tuple[int, int]:
 LR_SCHEDULES = ("cosine", "constant")
 
 
-# The prompt attributes a region weight may name, and the drawn region each weighs: a corner is drawn by its item.
-REGION_OF_ATTRIBUTE = {"weather": "weather", "weather_pos": "weather", "battery": "battery", "battery_pos": "battery"}
-
-
 def check_region_weights(weights: dict[str, float]) -> None:
     for attribute, weight in weights.items():
-        if attribute not in REGION_OF_ATTRIBUTE:
+        if attribute not in REGION_OF:
             raise UnilensError(
-                f"gen_region_weights names '{attribute}', which has no drawn region; choose from "
-                f"{sorted(REGION_OF_ATTRIBUTE)}"
+                f"gen_region_weights names '{attribute}', which has no drawn region; choose from {sorted(REGION_OF)}"
             )
         if isinstance(weight, bool) or not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
             raise UnilensError(f"gen_region_weights[{attribute}] must be a positive number, got {weight!r}")
@@ -149,7 +144,7 @@ def region_weights(record: dict, weights: dict[str, float], side: int) -> list[f
     watch = Watch.from_dict(record["watch"])
     for attribute in record["conversations"][0].get("attributes", []):
         if attribute in weights:
-            for slot in region_slots(watch, REGION_OF_ATTRIBUTE[attribute], side):
+            for slot in region_slots(watch, REGION_OF[attribute], side):
                 out[slot] = max(out[slot], float(weights[attribute]))
     return out
 

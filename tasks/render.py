@@ -116,6 +116,8 @@ def _draw_battery(draw: ImageDraw.ImageDraw, battery: int, corner: str) -> None:
 
 # The attributes drawn in a box of their own, and that box's size in BASE pixels (the battery's "N%" text included).
 REGION_SIZES = {"weather": (ICON, ICON), "battery": (BATTERY_BOX[0] + 3, BATTERY_BOX[1] + 14)}
+# The prompt attributes that name a drawn region: the item itself and its corner (a corner is drawn by its item).
+REGION_OF = {**{item: item for item in REGION_SIZES}, **{f"{item}_pos": item for item in REGION_SIZES}}
 
 
 def attribute_box(watch: Watch, attribute: str) -> tuple[int, int, int, int]:
