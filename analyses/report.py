@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analyses.plots import mean_ci
+from analyses.plots import cv_mean_ci, fold_count, mean_ci, score_bounds
 from analyses.transfer import answer_lines
 from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
@@ -60,18 +60,26 @@ def eval_section(run: Path) -> str:
 
 def probe_section(folder: Path) -> str:
     p = pd.read_csv(folder / "probes.csv")
+    if "group" not in p:  # tables written before position groups had the image tokens only
+        p = p.assign(group="image")
     answers = []
-    for (model, context, attribute), g in p.groupby(["model", "context", "attribute"]):
+    for (model, context, group, attribute), g in p.groupby(["model", "context", "group", "attribute"]):
         by = g.groupby("layer")["score"].mean()
         best = int(by.idxmax())
-        mean, lo, hi = mean_ci(g[g["layer"] == best]["score"].to_numpy())
-        first = g[g["layer"] == -1]["score"].mean()
+        at_best = g[g["layer"] == best]
+        k = fold_count(at_best)
+        mean, lo, hi = (
+            mean_ci(at_best["score"].to_numpy())
+            if k is None
+            else cv_mean_ci(at_best["score"].to_numpy(), k, bounds=score_bounds(at_best))
+        )
+        first = g[g["layer"] == -1]["score"]  # no adapter site at a text position (prompt_end)
         where = "adapter" if best == -1 else f"layer {best}"
         answers.append(
-            f"{model}, {context}: {attribute} best decoded at {where}: {mean:.3f} [{lo:.3f}, {hi:.3f}] "
-            f"(adapter output {first:.3f}, chance {g['chance'].mean():.3f})"
+            f"{model}, {context} ({group}): {attribute} best decoded at {where}: {mean:.3f} [{lo:.3f}, {hi:.3f}] "
+            f"({f'adapter output {first.mean():.3f}, ' if len(first) else ''}chance {g['chance'].mean():.3f})"
             if "chance" in g
-            else f"{model}, {context}: {attribute} best R2 at {where}: {mean:.3f} [{lo:.3f}, {hi:.3f}]"
+            else f"{model}, {context} ({group}): {attribute} best R2 at {where}: {mean:.3f} [{lo:.3f}, {hi:.3f}]"
         )
     cross_path = folder / "cross_context.csv"
     if cross_path.is_file():
@@ -82,7 +90,9 @@ def probe_section(folder: Path) -> str:
                 f"{model}: {attribute} probe fit in {tr} context, tested in the other: best {by.max():.3f} at "
                 f"{'adapter' if by.idxmax() == -1 else 'layer ' + str(int(by.idxmax()))}"
             )
-    table = p.groupby(["model", "context", "attribute", "layer"])["score"].mean().unstack("layer").reset_index()
+    table = (
+        p.groupby(["model", "context", "group", "attribute", "layer"])["score"].mean().unstack("layer").reset_index()
+    )
     return _section(
         "Where is each attribute linearly decodable, and do the two contexts share it?",
         answers,

@@ -291,3 +291,52 @@ def test_a_probe_figure_without_the_adapter_site_names_its_axis_by_block():
     assert fig.axes[0].get_xlabel() == "LLM block"
     fig = plot_probe_layers(pd.DataFrame([{**r, "layer": r["layer"] - 1} for r in rows]), "weather")
     assert fig.axes[0].get_xlabel() == "layer (adapter output, then LLM block)"
+
+
+def test_the_k_fold_interval_is_the_corrected_t_interval_and_wider_than_a_bootstrap():
+    from scipy import stats
+
+    from analyses.plots import by_layer, cv_mean_ci, mean_ci
+
+    scores = np.array([0.70, 0.74, 0.78, 0.72, 0.76, 0.71, 0.75, 0.77, 0.73, 0.79])  # 2 seeds x 5 folds
+    mean, lo, hi = cv_mean_ci(scores, n_folds=5)
+    half = stats.t.ppf(0.975, 9) * np.sqrt((1 / 10 + 1 / 4) * scores.var(ddof=1))
+    assert mean == pytest.approx(0.745)
+    assert (lo, hi) == (pytest.approx(0.745 - half), pytest.approx(0.745 + half))
+    _, boot_lo, boot_hi = mean_ci(scores)
+    assert hi - lo > 2 * (boot_hi - boot_lo)  # sqrt(0.35 / 0.1) = 1.87 from the correction, t over z for the rest
+    rows = pd.DataFrame({"layer": [0] * 10, "fold": list(range(5)) * 2, "score": scores})
+    assert by_layer(rows, "score", [], n_folds=5)[["lo", "hi"]].to_numpy().tolist() == [[lo, hi]]
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cv_mean_ci(scores, n_folds=1)
+
+
+def test_the_report_reads_each_position_group_on_its_own(tmp_path):
+    from analyses.report import probe_section
+
+    rows = []
+    for group, peak_layer, layers in (("image", 0, [-1, 0, 1]), ("prompt_end", 1, [0, 1])):
+        for layer in layers:
+            for seed in range(2):
+                for fold in range(5):
+                    score = (0.9 if group == "image" else 0.6) if layer == peak_layer else 0.4
+                    rows.append(
+                        {
+                            "model": "m",
+                            "context": "understand",
+                            "group": group,
+                            "attribute": "weather",
+                            "layer": layer,
+                            "seed": seed,
+                            "fold": fold,
+                            "metric": "accuracy",
+                            "score": score + 0.01 * fold,
+                            "chance": 1 / 3,
+                        }
+                    )
+    pd.DataFrame(rows).to_csv(tmp_path / "probes.csv", index=False)
+    text = probe_section(tmp_path)
+    assert "m, understand (image): weather best decoded at layer 0: 0.920 [" in text
+    assert "(adapter output 0.420, chance 0.333)" in text
+    assert "m, understand (prompt_end): weather best decoded at layer 1: 0.620 [" in text
+    assert "(chance 0.333)" in text
