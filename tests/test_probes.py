@@ -309,6 +309,9 @@ def test_the_k_fold_interval_is_the_corrected_t_interval_and_wider_than_a_bootst
     assert by_layer(rows, "score", [], n_folds=5)[["lo", "hi"]].to_numpy().tolist() == [[lo, hi]]
     with pytest.raises(ValueError, match="at least 2 folds"):
         cv_mean_ci(scores, n_folds=1)
+    near_ceiling = np.array([1.0, 0.98, 1.0, 0.99, 1.0])
+    assert cv_mean_ci(near_ceiling, n_folds=5)[2] > 1.0
+    assert cv_mean_ci(near_ceiling, n_folds=5, bounds=(0.0, 1.0))[2] == 1.0
 
 
 def test_the_report_reads_each_position_group_on_its_own(tmp_path):
