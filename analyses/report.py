@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analyses.plots import cv_mean_ci, fold_count, mean_ci, score_bounds
+from analyses.plots import by_layer, fold_count, score_bounds
 from analyses.transfer import answer_lines
 from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
@@ -64,15 +64,9 @@ def probe_section(folder: Path) -> str:
         p = p.assign(group="image")
     answers = []
     for (model, context, group, attribute), g in p.groupby(["model", "context", "group", "attribute"]):
-        by = g.groupby("layer")["score"].mean()
-        best = int(by.idxmax())
-        at_best = g[g["layer"] == best]
-        k = fold_count(at_best)
-        mean, lo, hi = (
-            mean_ci(at_best["score"].to_numpy())
-            if k is None
-            else cv_mean_ci(at_best["score"].to_numpy(), k, bounds=score_bounds(at_best))
-        )
+        per_layer = by_layer(g, "score", [], n_folds=fold_count(g), bounds=score_bounds(g)).set_index("layer")
+        best = int(per_layer["mean"].idxmax())
+        mean, lo, hi = per_layer.loc[best, ["mean", "lo", "hi"]]
         first = g[g["layer"] == -1]["score"]  # no adapter site at a text position (prompt_end)
         where = "adapter" if best == -1 else f"layer {best}"
         answers.append(
