@@ -344,14 +344,38 @@ class Evaluator:
             outs.append(tokens.cpu())
         return torch.cat(outs)
 
+    @torch.no_grad()
+    def teacher_forced_tokens(self, records: list[dict]) -> torch.Tensor:
+        """Every image token of each record predicted from its prompt and the true image's earlier tokens, in one
+        forward pass as in training, in the form `generate` returns: codes (N, T), the head's argmax, or features
+        (N, T, D) in the encoder's own space. Plain decoding (no guidance)."""
+        outs = []
+        for chunk in _batches(records, self.cfg.batch_size):
+            seqs = [self.gen_encoder.record(r) for r in chunk]
+            batch = collate(seqs, self.und_space, self.gen_space, self.encoder.pad_id).to(self.device)
+            head = self.model.gen_head(self.model.hidden(batch)[batch.gen_predict_mask]).float()
+            if self.gen_space.kind == "vq":
+                out = head.argmax(-1)
+            else:
+                out = self.model.gen_output_to_space(self.model.at_target_scale(head))
+            outs.append(out.view(len(chunk), self.gen_space.num_tokens, *out.shape[1:]).cpu())
+        return torch.cat(outs) if outs else torch.zeros(0)
+
     def generation(self, reader: AttributeReader | None, feature_probes=None) -> tuple[pd.DataFrame, dict]:
         """Per prompted attribute: did the generated image show it? Also returns the generated tokens.
 
         `ceiling` scores the same attribute read from the generation space's own rendering of the true image (the
         VQ tokenizer's reconstruction, or the ground-truth features): the most a generator could score in this
-        space, so a miss can be put on the model or on the tokenizer."""
+        space, so a miss can be put on the model or on the tokenizer.
+
+        `teacher_forced` reads it from `teacher_forced_tokens`, each token predicted after the true image's earlier
+        ones. Why: a miss in `correct` that `teacher_forced` reads is lost in decoding, as the model's own earlier
+        tokens drift from any training image (exposure bias); one it misses too, the model does not draw even from
+        a right beginning. A region's later tokens see its earlier true ones (the right half of an icon its left
+        half), so this is an upper bound on what the model draws, not a second generation score."""
         records = _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
         tokens = self.generate(records)
+        forced = self.teacher_forced_tokens(records)
         truth = torch.stack([self.gen_space.targets(r["image"]) for r in records])
         reconstructed = None
         if self.gen_space.kind == "vq":
@@ -359,11 +383,13 @@ class Evaluator:
             pixels, reconstructed = _decoded(vq, tokens), _decoded(vq, truth)
             read = reader.read(pixels) if reader is not None else None
             ceiling = reader.read(reconstructed) if reader is not None else None
+            forced_read = reader.read(_decoded(vq, forced)) if reader is not None else None
             cos = None
         else:
             pixels = None
             read = feature_probes.predict(tokens.numpy()) if feature_probes is not None else None
             ceiling = feature_probes.predict(truth.numpy()) if feature_probes is not None else None
+            forced_read = feature_probes.predict(forced.numpy()) if feature_probes is not None else None
             # in the standardised space: raw features share a large mean that would make any output look close
             norm, dev = self.model.norm_out.standardised, self.model.norm_out.mean.device
             cos = torch.nn.functional.cosine_similarity(norm(tokens.to(dev)), norm(truth.to(dev)), dim=-1)
@@ -380,11 +406,15 @@ class Evaluator:
                         "value": str(labels[head]),
                         "correct": float(read[head][i] == labels[head]) if read is not None else np.nan,
                         "ceiling": float(ceiling[head][i] == labels[head]) if ceiling is not None else np.nan,
+                        "teacher_forced": float(forced_read[head][i] == labels[head])
+                        if forced_read is not None
+                        else np.nan,
                     }
                     if cos is not None:
                         row["cosine"] = float(cos[i])
                     rows.append(row)
         generated = {"records": records, "tokens": tokens, "pixels": pixels, "reconstructed": reconstructed}
+        generated["teacher_forced"] = forced
         generated["read"] = read if pixels is None else None  # semantic: what the feature probes read
         return pd.DataFrame(rows), generated
 
@@ -521,7 +551,7 @@ def summary_table(
             )
         )
     if len(gen) and gen["correct"].notna().any():
-        scored = ("correct", "ceiling") if "ceiling" in gen and gen["ceiling"].notna().any() else ("correct",)
+        scored = tuple(m for m in ("correct", "ceiling", "teacher_forced") if m in gen and gen[m].notna().any())
         for by in (["attribute"], ["attribute", "value"]):
             t = summarize(gen, by, scored, n_boot=n_boot).melt(
                 id_vars=[*by, "n"], var_name="metric_col", value_name="v"

@@ -579,6 +579,48 @@ def test_generation_ceiling_is_the_score_of_the_true_images_tokens(trained_runs,
     assert {"correct", "ceiling"} <= set(summary[summary["task"] == "generation"]["metric"])
 
 
+@pytest.mark.parametrize("variant", ["vq-vq", "sem-sem"])
+def test_teacher_forced_on_its_own_generation_the_model_draws_it_again(trained_runs, tiny_reader, variant):
+    """With each test image replaced by the model's own greedy generation, the teacher-forced tokens are that
+    generation (codes exactly, features to float error) and the `teacher_forced` column reads what `correct` reads,
+    row for row. On the true images the predictions follow the truth's earlier tokens and differ."""
+    import copy
+
+    from models.build import load_checkpoint
+    from models.evaluate import FeatureProbes
+
+    cfg = trained_runs[variant]
+    dataset = load_dataset(cfg.dataset)
+    built, _ = load_checkpoint(checkpoints_of(cfg.out)[0])
+    ev = Evaluator(built, dataset, cfg.cache_dir, EvalConfig(limit=6))
+    vq = variant == "vq-vq"
+    reader = load_reader(tiny_reader) if vq else None
+    probes = None if vq else FeatureProbes(ev.gen_space, dataset)
+    table, generated = ev.generation(reader, probes)
+    tokens, forced = generated["tokens"], generated["teacher_forced"]
+    assert forced.shape == tokens.shape and table["teacher_forced"].isin([0.0, 1.0]).all()
+    assert (forced.float() - tokens.float()).abs().max() > 0.5
+
+    own = copy.copy(ev.gen_space)  # a copy: sem-sem's understanding side reads the same space object
+    field = "codes" if vq else "features"
+    values = np.array(getattr(own, field))
+    for record, drawn in zip(generated["records"], tokens, strict=True):
+        values[own.index[record["image"]]] = drawn.numpy()
+    setattr(own, field, values)
+    ev.gen_space = own
+    again = ev.teacher_forced_tokens(generated["records"])
+    if vq:
+        assert torch.equal(again, tokens)
+    else:
+        # float error of the round trip through the space's norm: 6e-4 at most here, against 3.2 on the true images
+        assert (again - tokens).abs().max() < 1e-2
+    ev.generate = lambda records: tokens
+    table, _ = ev.generation(reader, probes)
+    assert table["teacher_forced"].tolist() == table["correct"].tolist()
+    summary = summary_table(pd.DataFrame(), pd.DataFrame(), table, n_boot=20)
+    assert "teacher_forced" in set(summary[summary["task"] == "generation"]["metric"])
+
+
 def test_tokenizer_ceiling_reads_the_images_and_their_reconstructions(tiny_embedded, tiny_reader, tmp_path, capsys):
     """`truth` is the reader's reading of the test images; a lossless tokenizer's reconstructions score the same;
     `unilens reader ceiling` writes the tables and refuses a tokenizer of another image size."""
