@@ -35,7 +35,7 @@ from tasks.records import WorldDataset
 from tasks.render import render_array
 from tasks.scoring import score_caption, score_vqa, summarize
 from tasks.splits import arm_label
-from tasks.templates import clause
+from tasks.templates import clause, unconditional
 from tasks.world import ATTRIBUTE_VALUES, CORNERS, WEATHERS, Watch
 from unilens.errors import UnilensError
 
@@ -372,10 +372,13 @@ class Evaluator:
         ones. Why: a miss in `correct` that `teacher_forced` reads is lost in decoding, as the model's own earlier
         tokens drift from any training image (exposure bias); one it misses too, the model does not draw even from
         a right beginning. A region's later tokens see its earlier true ones (the right half of an icon its left
-        half), so this is an upper bound on what the model draws, not a second generation score."""
+        half), so this is an upper bound on what the model draws, not a second generation score;
+        `teacher_forced_blind` is the same reading under a request that names nothing, i.e. what the true image's
+        earlier tokens alone give away: `teacher_forced` above it is what the prompt adds."""
         records = _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
         tokens = self.generate(records)
         forced = self.teacher_forced_tokens(records)
+        blind = self.teacher_forced_tokens([unconditional(r) for r in records])
         truth = torch.stack([self.gen_space.targets(r["image"]) for r in records])
         reconstructed = None
         if self.gen_space.kind == "vq":
@@ -384,12 +387,14 @@ class Evaluator:
             read = reader.read(pixels) if reader is not None else None
             ceiling = reader.read(reconstructed) if reader is not None else None
             forced_read = reader.read(_decoded(vq, forced)) if reader is not None else None
+            blind_read = reader.read(_decoded(vq, blind)) if reader is not None else None
             cos = None
         else:
             pixels = None
             read = feature_probes.predict(tokens.numpy()) if feature_probes is not None else None
             ceiling = feature_probes.predict(truth.numpy()) if feature_probes is not None else None
             forced_read = feature_probes.predict(forced.numpy()) if feature_probes is not None else None
+            blind_read = feature_probes.predict(blind.numpy()) if feature_probes is not None else None
             # in the standardised space: raw features share a large mean that would make any output look close
             norm, dev = self.model.norm_out.standardised, self.model.norm_out.mean.device
             cos = torch.nn.functional.cosine_similarity(norm(tokens.to(dev)), norm(truth.to(dev)), dim=-1)
@@ -409,12 +414,15 @@ class Evaluator:
                         "teacher_forced": float(forced_read[head][i] == labels[head])
                         if forced_read is not None
                         else np.nan,
+                        "teacher_forced_blind": float(blind_read[head][i] == labels[head])
+                        if blind_read is not None
+                        else np.nan,
                     }
                     if cos is not None:
                         row["cosine"] = float(cos[i])
                     rows.append(row)
         generated = {"records": records, "tokens": tokens, "pixels": pixels, "reconstructed": reconstructed}
-        generated["teacher_forced"] = forced
+        generated["teacher_forced"], generated["teacher_forced_blind"] = forced, blind
         generated["read"] = read if pixels is None else None  # semantic: what the feature probes read
         return pd.DataFrame(rows), generated
 
@@ -551,7 +559,8 @@ def summary_table(
             )
         )
     if len(gen) and gen["correct"].notna().any():
-        scored = tuple(m for m in ("correct", "ceiling", "teacher_forced") if m in gen and gen[m].notna().any())
+        metrics = ("correct", "ceiling", "teacher_forced", "teacher_forced_blind")
+        scored = tuple(m for m in metrics if m in gen and gen[m].notna().any())
         for by in (["attribute"], ["attribute", "value"]):
             t = summarize(gen, by, scored, n_boot=n_boot).melt(
                 id_vars=[*by, "n"], var_name="metric_col", value_name="v"

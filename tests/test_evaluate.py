@@ -600,6 +600,9 @@ def test_teacher_forced_on_its_own_generation_the_model_draws_it_again(trained_r
     tokens, forced = generated["tokens"], generated["teacher_forced"]
     assert forced.shape == tokens.shape and table["teacher_forced"].isin([0.0, 1.0]).all()
     assert (forced.float() - tokens.float()).abs().max() > 0.5
+    blind = generated["teacher_forced_blind"]  # the same true tokens under a request that names nothing
+    assert blind.shape == tokens.shape and table["teacher_forced_blind"].isin([0.0, 1.0]).all()
+    assert (blind.float() - forced.float()).abs().max() > 0.5
 
     own = copy.copy(ev.gen_space)  # a copy: sem-sem's understanding side reads the same space object
     field = "codes" if vq else "features"
@@ -618,7 +621,7 @@ def test_teacher_forced_on_its_own_generation_the_model_draws_it_again(trained_r
     table, _ = ev.generation(reader, probes)
     assert table["teacher_forced"].tolist() == table["correct"].tolist()
     summary = summary_table(pd.DataFrame(), pd.DataFrame(), table, n_boot=20)
-    assert "teacher_forced" in set(summary[summary["task"] == "generation"]["metric"])
+    assert {"teacher_forced", "teacher_forced_blind"} <= set(summary[summary["task"] == "generation"]["metric"])
 
 
 def test_tokenizer_ceiling_reads_the_images_and_their_reconstructions(tiny_embedded, tiny_reader, tmp_path, capsys):
