@@ -369,12 +369,12 @@ class Evaluator:
         space, so a miss can be put on the model or on the tokenizer.
 
         `teacher_forced` reads it from `teacher_forced_tokens`, each token predicted after the true image's earlier
-        ones. Why: a miss in `correct` that `teacher_forced` reads is lost in decoding, as the model's own earlier
-        tokens drift from any training image (exposure bias); one it misses too, the model does not draw even from
-        a right beginning. A region's later tokens see its earlier true ones (the right half of an icon its left
-        half), so this is an upper bound on what the model draws, not a second generation score;
-        `teacher_forced_blind` is the same reading under a request that names nothing, i.e. what the true image's
-        earlier tokens alone give away: `teacher_forced` above it is what the prompt adds."""
+        ones, and `teacher_forced_blind` the same under a request that names nothing: what those earlier tokens give
+        away by themselves. Read together, where the blind floor is low: a miss in `correct` that `teacher_forced`
+        reads is lost in decoding, as the model's own earlier tokens drift from any training image (exposure bias);
+        one it misses too is not drawn even from a right beginning. Where the floor is near the ceiling the reading
+        says nothing: semantic tokens carry the whole layout (on the embedded default the first row of true
+        features alone reads the weather icon's corner at 0.885, docs/results/2026-12-06)."""
         records = _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
         tokens = self.generate(records)
         forced = self.teacher_forced_tokens(records)
