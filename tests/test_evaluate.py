@@ -615,7 +615,7 @@ def test_teacher_forced_on_its_own_generation_the_model_draws_it_again(trained_r
     if vq:
         assert torch.equal(again, tokens)
     else:
-        # float error of the round trip through the space's norm: 6e-4 at most here, against 3.2 on the true images
+        # float16 in the cache and the norm's round trip: 6e-4 at most here, against 3.2 on the true images
         assert (again - tokens).abs().max() < 1e-2
     ev.generate = lambda records: tokens
     table, _ = ev.generation(reader, probes)
