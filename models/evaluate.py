@@ -72,6 +72,11 @@ class EvalConfig:
             raise UnilensError("nothing to evaluate: understanding and generation are both switched off; keep one")
 
 
+# What each generation row reads, from: the free generation, the true image's own tokens, the teacher-forced tokens,
+# and those under a request that names nothing (Evaluator.generation).
+GENERATION_READINGS = ("correct", "ceiling", "teacher_forced", "teacher_forced_blind")
+
+
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -380,21 +385,19 @@ class Evaluator:
         forced = self.teacher_forced_tokens(records)
         blind = self.teacher_forced_tokens([unconditional(r) for r in records])
         truth = torch.stack([self.gen_space.targets(r["image"]) for r in records])
-        reconstructed = None
+        reconstructed, readings = None, {}
         if self.gen_space.kind == "vq":
             vq = self.built.encoders["vq"]
             pixels, reconstructed = _decoded(vq, tokens), _decoded(vq, truth)
-            read = reader.read(pixels) if reader is not None else None
-            ceiling = reader.read(reconstructed) if reader is not None else None
-            forced_read = reader.read(_decoded(vq, forced)) if reader is not None else None
-            blind_read = reader.read(_decoded(vq, blind)) if reader is not None else None
+            if reader is not None:
+                images = (pixels, reconstructed, _decoded(vq, forced), _decoded(vq, blind))
+                readings = dict(zip(GENERATION_READINGS, map(reader.read, images), strict=True))
             cos = None
         else:
             pixels = None
-            read = feature_probes.predict(tokens.numpy()) if feature_probes is not None else None
-            ceiling = feature_probes.predict(truth.numpy()) if feature_probes is not None else None
-            forced_read = feature_probes.predict(forced.numpy()) if feature_probes is not None else None
-            blind_read = feature_probes.predict(blind.numpy()) if feature_probes is not None else None
+            if feature_probes is not None:
+                read = (feature_probes.predict(x.numpy()) for x in (tokens, truth, forced, blind))
+                readings = dict(zip(GENERATION_READINGS, read, strict=True))
             # in the standardised space: raw features share a large mean that would make any output look close
             norm, dev = self.model.norm_out.standardised, self.model.norm_out.mean.device
             cos = torch.nn.functional.cosine_similarity(norm(tokens.to(dev)), norm(truth.to(dev)), dim=-1)
@@ -409,21 +412,17 @@ class Evaluator:
                         "image": rec["image"],
                         "attribute": head,
                         "value": str(labels[head]),
-                        "correct": float(read[head][i] == labels[head]) if read is not None else np.nan,
-                        "ceiling": float(ceiling[head][i] == labels[head]) if ceiling is not None else np.nan,
-                        "teacher_forced": float(forced_read[head][i] == labels[head])
-                        if forced_read is not None
-                        else np.nan,
-                        "teacher_forced_blind": float(blind_read[head][i] == labels[head])
-                        if blind_read is not None
-                        else np.nan,
+                        **{
+                            name: float(reading[head][i] == labels[head]) if readings else np.nan
+                            for name, reading in (readings or dict.fromkeys(GENERATION_READINGS)).items()
+                        },
                     }
                     if cos is not None:
                         row["cosine"] = float(cos[i])
                     rows.append(row)
         generated = {"records": records, "tokens": tokens, "pixels": pixels, "reconstructed": reconstructed}
         generated["teacher_forced"], generated["teacher_forced_blind"] = forced, blind
-        generated["read"] = read if pixels is None else None  # semantic: what the feature probes read
+        generated["read"] = readings.get("correct") if pixels is None else None  # semantic: the feature probes' reading
         return pd.DataFrame(rows), generated
 
     def grid(self, generated: dict, path: str | Path, n: int) -> None:
@@ -559,8 +558,7 @@ def summary_table(
             )
         )
     if len(gen) and gen["correct"].notna().any():
-        metrics = ("correct", "ceiling", "teacher_forced", "teacher_forced_blind")
-        scored = tuple(m for m in metrics if m in gen and gen[m].notna().any())
+        scored = tuple(m for m in GENERATION_READINGS if m in gen and gen[m].notna().any())
         for by in (["attribute"], ["attribute", "value"]):
             t = summarize(gen, by, scored, n_boot=n_boot).melt(
                 id_vars=[*by, "n"], var_name="metric_col", value_name="v"
