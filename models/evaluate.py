@@ -64,6 +64,9 @@ class EvalConfig:
     grid_images: int = 8
     fid_weights: str = ""  # a local TorchScript Inception: adds FID of VQ generations against the test images
     guidance: float = 1.0  # classifier-free guidance scale for generation (1: none; needs gen_prompt_dropout)
+    # another dataset folder whose records are scored instead of the training dataset's: the same images asked other
+    # questions (a run trained on time questions alone, scored on the dense test questions); "" scores the run's own
+    dataset: str = ""
 
     def __post_init__(self) -> None:
         if self.split not in ("test", "train"):
@@ -733,6 +736,28 @@ def eval_folder(ckpts: list[Path], out: str | Path | None, split: str) -> Path:
     return ckpts[0].parent.parent / folder if ckpts[0].parent.name == "checkpoints" else ckpts[0] / folder
 
 
+IMAGE_FILES = ("images.npy", "images.jsonl")
+
+
+def dataset_to_score(trained_on: WorldDataset, other: str | Path = "") -> WorldDataset:
+    """The dataset whose records are scored: the one the checkpoint was trained on, or `other` when given, which must
+    hold the very same images (their file hashes in both manifests agree), since the model's feature caches, the
+    feature probes and the train/test split all follow the images."""
+    from tasks.records import load_dataset
+
+    if not other:
+        return trained_on
+    dataset = load_dataset(other)
+    differs = [f for f in IMAGE_FILES if dataset.manifest["files"].get(f) != trained_on.manifest["files"].get(f)]
+    if differs:
+        raise UnilensError(
+            f"{dataset.folder} holds other images than {trained_on.folder}, which the checkpoint was trained on "
+            f"({', '.join(differs)} differ): give a dataset made with the same seed, image count and size as the "
+            "training one (only its questions may differ), or leave the dataset out to score the training one's"
+        )
+    return dataset
+
+
 def run_eval(
     target: str | Path, out: str | Path | None, cfg: EvalConfig, reader_dir: str | None, which: str = "last", log=print
 ) -> pd.DataFrame:
@@ -760,7 +785,7 @@ def run_eval(
     }
     for ckpt in ckpts:
         built, manifest = load_checkpoint(ckpt)
-        dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
+        dataset = dataset_to_score(load_dataset(manifest["dependencies"]["dataset"]["path"]), cfg.dataset)
         ev = Evaluator(built, dataset, manifest["config"]["cache_dir"], cfg)
         tags = {
             "checkpoint": ckpt.name,
@@ -773,6 +798,7 @@ def run_eval(
             "split": cfg.split,
             "guidance": cfg.guidance,
             "build": dependency_label(manifest["dependencies"]),
+            "dataset": dataset.folder.name,
         }
         understand = cfg.understanding
         vqa = ev.vqa() if understand else pd.DataFrame()

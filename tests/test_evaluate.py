@@ -699,3 +699,36 @@ def test_eval_baselines_are_a_guess_for_choices_and_the_commonest_prompt_for_gen
     colors = [{ln.get_label(): ln.get_color() for ln in ax.get_lines()} for ax in fig.axes]
     drawn = [c for c in colors if "weather" in c]
     assert len(drawn) == 2 and len({c["weather"] for c in drawn}) == 1  # one colour per attribute in every panel
+
+
+def test_eval_scores_another_datasets_questions_on_the_same_images_and_refuses_other_images(trained_runs, tmp_path):
+    import shutil
+
+    cfg = trained_runs["vq-vq"]
+    trained_on = Path(cfg.dataset)
+    asked = tmp_path / "data-first-question"
+    shutil.copytree(trained_on, asked)
+    # the same test images, each asked its first question only
+    records = [json.loads(line) for line in (asked / "test.jsonl").read_text().splitlines()]
+    for r in records:
+        if r["task"] == "vqa":
+            r["conversations"] = r["conversations"][:2]
+    (asked / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    eval_cfg = dict(limit=4, captions=False, generation=False, n_boot=20)
+    own = run_eval(cfg.out, tmp_path / "own", EvalConfig(**eval_cfg), None, log=lambda *_: None)
+    other = run_eval(cfg.out, tmp_path / "other", EvalConfig(**eval_cfg, dataset=str(asked)), None, log=lambda *_: None)
+    own_vqa, other_vqa = pd.read_csv(tmp_path / "own" / "vqa.csv"), pd.read_csv(tmp_path / "other" / "vqa.csv")
+    assert own_vqa["turn"].max() >= 1 and other_vqa["turn"].max() == 0
+    assert set(other_vqa["image"]) == set(own_vqa["image"])
+    # the first turns are the same questions of the same model: the same answers
+    first = own_vqa[own_vqa["turn"] == 0].sort_values("image")
+    assert first["prediction"].tolist() == other_vqa.sort_values("image")["prediction"].tolist()
+    assert set(own["dataset"]) == {trained_on.name} and set(other["dataset"]) == {asked.name}
+
+    moved = tmp_path / "data-other-images"
+    shutil.copytree(trained_on, moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["files"]["images.npy"] = "0" * 64
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UnilensError, match=r"holds other images.*images\.npy differ"):
+        run_eval(cfg.out, tmp_path / "bad", EvalConfig(**eval_cfg, dataset=str(moved)), None, log=lambda *_: None)

@@ -157,6 +157,7 @@ def _eval(args: argparse.Namespace) -> None:
         generation=not args.no_generation,
         fid_weights=args.fid_weights or "",
         guidance=args.guidance,
+        dataset=args.dataset or "",
     )
     summary = run_eval(args.target, args.out, cfg, args.reader, which=args.checkpoints)
     if len(summary):
@@ -354,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale for generation (1: none; the model needs gen_prompt_dropout)",
     )
     ev.add_argument("--fid-weights", default=None, help="local TorchScript Inception file: adds FID (VQ generations)")
+    ev.add_argument(
+        "--dataset",
+        default=None,
+        help="score this dataset folder's questions instead of the training dataset's (it must hold the same images)",
+    )
     ev.set_defaults(func=_eval)
 
     pr = sub.add_parser("probe", help="layer-wise and cross-context linear probes over trained models: CSV + plots")
