@@ -416,8 +416,8 @@ class Evaluator:
                         "attribute": head,
                         "value": str(labels[head]),
                         **{
-                            name: float(reading[head][i] == labels[head]) if readings else np.nan
-                            for name, reading in (readings or dict.fromkeys(GENERATION_READINGS)).items()
+                            name: float(readings[name][head][i] == labels[head]) if readings else np.nan
+                            for name in GENERATION_READINGS
                         },
                     }
                     if cos is not None:
