@@ -143,6 +143,7 @@ LATER_FIELDS: dict[tuple[str, ...], object] = {
     ("precision",): "auto",
     ("text_loss_unit",): "token",
     ("gen_region_weights",): {},
+    ("answer_weights",): {},
     ("init_from",): "",
     ("init_fresh_generation",): False,
     ("init_fresh_understanding",): False,

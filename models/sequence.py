@@ -37,6 +37,7 @@ class Sequence:
     answers: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, attribute) of each answer
     gen_weights: list[float] | None = None  # a loss weight per generated image token (None: all 1)
     und_labels: list[int] | None = None  # the understanding image's attribute labels in models.reader.HEADS order
+    label_weights: list[float] | None = None  # a text-loss weight per position (None: all 1)
 
     def add_text(self, token_ids: list[int], tag: str, supervised: bool = False) -> None:
         for t in token_ids:
@@ -155,6 +156,7 @@ class Batch:
     images: list[str | None]
     gen_weights: torch.Tensor | None = None  # (n_gen_slots,) image-loss weights; None: every token weighs 1
     und_labels: torch.Tensor | None = None  # (B, attributes) labels of each row's understanding image, -100: none
+    label_weights: torch.Tensor | None = None  # (B, L) text-loss weights per label; None: every label weighs 1
 
     def to(self, device: torch.device) -> Batch:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
@@ -260,6 +262,15 @@ def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int, left_pad: b
         for i, s in enumerate(seqs):
             if s.und_labels is not None and UND_IMAGE in s.kind:
                 und_labels[i] = torch.tensor(s.und_labels)
+    label_weights = None
+    if any(s.label_weights is not None for s in seqs):
+        label_weights = torch.ones((b, n), dtype=torch.float32)
+        for i, s in enumerate(seqs):
+            if s.label_weights is not None:
+                if len(s.label_weights) != len(s):
+                    raise UnilensError(f"a sequence has {len(s.label_weights)} label weights for {len(s)} positions")
+                span = slice(n - len(s), n) if left_pad else slice(0, len(s))
+                label_weights[i, span] = torch.tensor(s.label_weights)
 
     def cat(xs: list[torch.Tensor], dim: int, dtype) -> torch.Tensor:
         return torch.cat(xs) if xs else torch.zeros((0, dim) if dim else (0,), dtype=dtype)
@@ -278,4 +289,5 @@ def collate(seqs: list[Sequence], und_space, gen_space, pad_id: int, left_pad: b
         images=[s.image for s in seqs],
         gen_weights=cat(gen_weights, 0, torch.float32) if weighted else None,
         und_labels=und_labels,
+        label_weights=label_weights,
     )

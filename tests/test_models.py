@@ -993,6 +993,71 @@ def test_a_corner_region_weight_weighs_its_items_tokens_in_prompts_that_name_the
     assert region_weights(record, weights, 8) is None
 
 
+def test_answer_weights_weigh_the_labels_of_the_named_answers_and_the_text_loss_stays_a_weighted_mean(
+    tiny_train_config,
+):
+    """With {time: 4} (and answers as the unit), every label that predicts a time answer's tokens weighs 4 times its
+    answer-unit weight and every other label 1; the text loss is the weighted mean of the per-label losses, all-one
+    weights give the unweighted loss, training runs, and bad names or weights are refused."""
+    import torch.nn.functional as F
+
+    from models.sequence import text_loss_weights
+    from models.train import TrainConfig, answer_label_weights
+
+    cfg = tiny_train_config("vq-vq", "lora", name="answers", answer_weights={"time": 4.0}, text_loss_unit="answer")
+    trainer = Trainer(cfg, progress=False)
+    seen = {"time": 0, "other": 0}
+    for seq in trainer.sequences:
+        attributes = [a for _, _, a in seq.answers]
+        if "time" not in attributes:
+            assert seq.label_weights is None
+            continue
+        expected = [1.0] * len(seq)
+        for start, end, attribute in seq.answers:
+            seen["time" if attribute == "time" else "other"] += 1
+            # the labels that predict the answer's tokens (its end token included) sit one position before them
+            answer_ids = seq.ids[start:end]
+            assert seq.labels[start - 1 : end - 1] == answer_ids
+            if attribute == "time":
+                expected[start - 1 : end - 1] = [4.0] * (end - start)
+        assert seq.label_weights == expected
+    assert seen["time"] > 3 and seen["other"] > 3
+    assert answer_label_weights(trainer.sequences[0], {}) is None
+
+    step = next(s for s in range(trainer.total_steps) if any(q.label_weights for q in trainer.step_sequences(s)))
+    batch = collate(trainer.step_sequences(step), trainer.und_space, trainer.gen_space, trainer.encoder.pad_id)
+    assert batch.label_weights is not None and batch.label_weights.shape == batch.labels.shape
+    assert (batch.label_weights == 4.0).sum() > 0 and (batch.label_weights[batch.labels == -100] == 1.0).all()
+    model = trainer.model.eval()
+    unit = text_loss_weights(batch.labels, "answer")
+    with torch.no_grad():
+        h = model.hidden(batch)
+        mask = batch.labels != -100
+        ce = F.cross_entropy(model.text_logits(h[mask]).float(), batch.labels[mask], reduction="none")
+        weights = (unit * batch.label_weights)[mask]
+        expected = (ce * weights).sum() / weights.sum()
+        out = trainer.step_loss(step)
+        assert out["text_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+        plain = (ce * unit[mask]).sum() / unit[mask].sum()
+        assert out["text_loss"].item() != pytest.approx(plain.item(), rel=1e-4)
+        batch.label_weights = torch.ones_like(batch.label_weights)
+        ones = model(batch, text_weights=unit)["text_loss"]
+        assert ones.item() == pytest.approx(plain.item(), rel=1e-5)
+    Trainer(cfg, progress=False).train(until_step=3)
+    log = [json.loads(x) for x in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(math.isfinite(r["text_loss"]) and r["text_loss"] > 0 for r in log)
+    for bad, match in (
+        ({"minute": 2.0}, r"answer_weights names 'minute'.*'caption'"),
+        ({"time": 0.0}, r"answer_weights\[time\] must be a positive number"),
+        ({"time": float("inf")}, "must be a positive number"),
+    ):
+        with pytest.raises(UnilensError, match=match):
+            TrainConfig(answer_weights=bad)
+    other = tiny_train_config("vq-vq", "lora", name="answers", answer_weights={"time": 2.0}, text_loss_unit="answer")
+    with pytest.raises(UnilensError, match="answer_weights"):
+        Trainer(other, progress=False).train()
+
+
 def test_gen_region_weights_weigh_the_semantic_cosine_loss_too(tiny_train_config):
     import torch.nn.functional as F
 
