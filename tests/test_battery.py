@@ -200,6 +200,7 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         "init_fresh_generation",
         "init_fresh_understanding",
         "gen_region_weights",
+        "answer_weights",
         "und_slot_rank",
         "und_aux_loss",
         "image_token_norm",
@@ -227,6 +228,7 @@ def test_model_fields_reach_the_cells_and_later_fields_keep_old_keys(tiny_embedd
         assert with_later_defaults(resolved)["init_fresh_generation"] is False
         assert with_later_defaults(resolved)["init_fresh_understanding"] is False
         assert with_later_defaults(resolved)["gen_region_weights"] == {}
+        assert with_later_defaults(resolved)["answer_weights"] == {}
     with pytest.raises(UnilensError, match="set by the grid itself"):
         cells_of(load_battery(_battery(tiny_embedded, tmp_path, model={"variant": "vq-vq"})))
     with pytest.raises(UnilensError, match="unknown key"):
