@@ -8,6 +8,7 @@ full         everything trains, the LLM included
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -94,7 +95,11 @@ def apply_preset(model: nn.Module, cfg: FreezeConfig) -> nn.Module:
             layers_to_transform=sorted(cfg.lora_layers) if cfg.preset == "lora-layers" else None,
             bias="none",
         )
-        model.llm = get_peft_model(model.llm, lora)
+        with warnings.catch_warnings():
+            # peft reads the LLM's `is_gradient_checkpointing`, which transformers has deprecated: a warning on every
+            # run that no setting of ours can answer
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model.llm = get_peft_model(model.llm, lora)
     for module in (model.vision_in, model.gen_in, model.gen_head):
         for p in module.parameters():
             p.requires_grad_(True)
