@@ -76,7 +76,7 @@ class TrainConfig:
     # weighs 4 times what text_loss_unit gives it, the rest 1, and the text loss (logged too) stays a weighted mean.
     # Names: the VQA attributes and "caption". Why offered: a first stage's dial reading was lost within 788 steps of
     # the mixed data, where the time is one answer in five (docs/results/2026-12-05, sixteenth part), while a
-    # reading four times stronger survived them (vq-vq, 2026-12-03, sixth part).
+    # reading eight times stronger survived them (vq-vq, 2026-12-03, sixth part).
     answer_weights: dict[str, float] = field(default_factory=dict)
     max_grad_norm: float = 1.0
     checkpoint_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))
