@@ -132,25 +132,25 @@ def init_distributed(device: str = "auto") -> tuple[int, int]:
 LR_SCHEDULES = ("cosine", "constant")
 
 
-def check_region_weights(weights: dict[str, float]) -> None:
-    for attribute, weight in weights.items():
-        if attribute not in REGION_OF:
-            raise UnilensError(
-                f"gen_region_weights names '{attribute}', which has no drawn region; choose from {sorted(REGION_OF)}"
-            )
+def check_weights(option: str, weights: dict[str, float], allowed: list[str], unknown: str) -> None:
+    """A {name: weight} option: every name among `allowed` (else "`option` names 'x', which `unknown`"), every weight
+    a positive finite number."""
+    for name, weight in weights.items():
+        if name not in allowed:
+            raise UnilensError(f"{option} names '{name}', which {unknown}; choose from {allowed}")
         if isinstance(weight, bool) or not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
-            raise UnilensError(f"gen_region_weights[{attribute}] must be a positive number, got {weight!r}")
+            raise UnilensError(f"{option}[{name}] must be a positive number, got {weight!r}")
+
+
+def check_region_weights(weights: dict[str, float]) -> None:
+    check_weights("gen_region_weights", weights, sorted(REGION_OF), "has no drawn region")
 
 
 ANSWER_NAMES = (*ALL_ATTRIBUTES, "caption")
 
 
 def check_answer_weights(weights: dict[str, float]) -> None:
-    for name, weight in weights.items():
-        if name not in ANSWER_NAMES:
-            raise UnilensError(f"answer_weights names '{name}', which no answer is; choose from {list(ANSWER_NAMES)}")
-        if isinstance(weight, bool) or not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
-            raise UnilensError(f"answer_weights[{name}] must be a positive number, got {weight!r}")
+    check_weights("answer_weights", weights, list(ANSWER_NAMES), "no answer is")
 
 
 def answer_label_weights(seq: Sequence, weights: dict[str, float]) -> list[float] | None:
