@@ -90,7 +90,44 @@ def _plain(value: Any) -> Any:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """Read a YAML mapping. A top-level `base: OTHER.yaml` (relative to this file's folder) starts from that file's
+    mapping: this file's keys override it, nested mappings merge key by key, and `null` drops a key so its
+    default applies. A variation of a config is then its few changed lines, not a copy."""
+    return _load_with_base(Path(path), ())
+
+
+def _load_with_base(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    data = _read_mapping(path)
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str) or not base:
+        raise UnilensError(f"{path}: base: expected the path of another YAML config, got {base!r}")
+    base_path = path.parent / base
+    here = path.resolve()
+    if base_path.resolve() in (*chain, here):
+        cycle = " -> ".join(str(p) for p in (*chain, here, base_path.resolve()))
+        raise UnilensError(f"{path}: base: configs include each other in a cycle ({cycle}); break the cycle")
+    if not base_path.is_file():
+        raise UnilensError(
+            f"{path}: base config not found: {base_path} (base: is read relative to the folder of {path.name})"
+        )
+    return _merge(_load_with_base(base_path, (*chain, here)), data)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UnilensError(f"config file not found: {path} (give the path to an existing YAML file)")
     try:
