@@ -104,9 +104,9 @@ def _load_with_base(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(base, str) or not base:
         raise UnilensError(f"{path}: base: expected the path of another YAML config, got {base!r}")
     base_path = path.parent / base
-    here = path.resolve()
-    if base_path.resolve() in (*chain, here):
-        cycle = " -> ".join(str(p) for p in (*chain, here, base_path.resolve()))
+    here, target = path.resolve(), base_path.resolve()
+    if target in (*chain, here):
+        cycle = " -> ".join(str(p) for p in (*chain, here, target))
         raise UnilensError(f"{path}: base: configs include each other in a cycle ({cycle}); break the cycle")
     if not base_path.is_file():
         raise UnilensError(
