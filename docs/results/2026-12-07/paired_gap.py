@@ -1,6 +1,7 @@
 """The difference between two runs' image gaps, paired per question: for every test question both evals asked
-(same image, attribute and turn), run A's gap minus run B's, with a 95% bootstrap CI over questions. Why: each
-run's own CI carries the spread of the questions' difficulty, which pairing cancels.
+(same image, attribute and turn), run A's gap minus run B's, with a 95% bootstrap CI resampling images as `unilens
+eval` does (so A's and B's own rows match their summary.csv). Why: each run's own CI carries the spread of the
+questions' difficulty, which pairing cancels.
 
     python docs/results/2026-12-07/paired_gap.py ATTRIBUTE A_EVAL_FOLDER B_EVAL_FOLDER
 """
@@ -9,8 +10,8 @@ import sys
 
 import pandas as pd
 
-from analyses.plots import mean_ci
 from models.evaluate import image_gap
+from tasks.scoring import bootstrap_ci
 
 
 def main(argv: list[str]) -> None:
@@ -28,7 +29,7 @@ def main(argv: list[str]) -> None:
     if both.empty:
         raise SystemExit(f"no {attribute} question in both evals")
     for name, values in (("A", both["a"]), ("B", both["b"]), ("A - B", both["a"] - both["b"])):
-        mean, lo, hi = mean_ci(values.to_numpy())
+        mean, lo, hi = bootstrap_ci(values.to_numpy(), values.index.get_level_values("image"))
         print(f"{attribute} image gap {name}: {mean:.3f} [{lo:.3f}, {hi:.3f}] nats, {len(values)} questions")
 
 
