@@ -507,3 +507,36 @@ def plot_eval_curves(summary: pd.DataFrame, path: str | Path | None = None, titl
     fig.suptitle(title or "Does the model read its image and draw what it is asked, over training?")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_comparison(table: pd.DataFrame, label_a: str, label_b: str, path: str | Path | None = None):
+    """`unilens compare`'s differences, A - B per measure with its CI (images and runs resampled), zero drawn; the
+    image gaps (nats) and the scores (accuracy) in separate panels, since their units differ. Soft (partial-credit)
+    scores stay in the CSV only, to keep one score per question type in the figure."""
+    diff = table[(table["arm"] == "A - B") & (table["metric"] != "soft")].assign(
+        name=lambda d: d["task"] + " " + d["attribute"] + " " + d["metric"]
+    )
+    panels = [
+        ("image gap, A - B (nats)", diff[diff["metric"] == "gap"]),
+        ("score, A - B", diff[diff["metric"] != "gap"]),
+    ]
+    panels = [(label, d) for label, d in panels if len(d)]
+    heights = [max(1.5, 0.28 * len(d)) for _, d in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, sum(heights) + 1.2), height_ratios=heights, squeeze=False)
+    for ax, (label, d) in zip(axes[:, 0], panels, strict=True):
+        y = np.arange(len(d))[::-1]
+        ax.errorbar(d["mean"], y, xerr=[d["mean"] - d["lo"], d["hi"] - d["mean"]], fmt="o", color="C0", capsize=2)
+        ax.axvline(0, color="red", ls=":", lw=1, label="no difference")
+        ax.set_yticks(y)
+        ax.set_yticklabels(d["name"], fontsize=7)
+        ax.set_xlabel(label)
+        ax.legend(fontsize=7, loc="lower right")
+    runs = table[table["arm"].isin(["A", "B"])].groupby("arm")["runs"].first()
+    count = {arm: f"{runs.get(arm, 0)} run{'' if runs.get(arm, 0) == 1 else 's'}" for arm in ("A", "B")}
+    fig.suptitle(
+        f"Does {label_a} ({count['A']}) differ from {label_b} ({count['B']})?\n"
+        "95% CI resampling test images and, within each arm, its runs",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return _save(fig, path)

@@ -205,6 +205,16 @@ def _transfer(args: argparse.Namespace) -> None:
     print(f"transfer results in {cfg.out} (transfer.csv, transfer_questions.csv, figure)")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from analyses.compare import run_compare
+
+    table = run_compare(args.a, args.b, args.out, args.label_a, args.label_b, n_boot=args.n_boot, seed=args.seed)
+    diff = table[(table["arm"] == "A - B") & table["metric"].isin(["gap", "exact", "hour", "choice", "correct"])]
+    cols = ["task", "attribute", "metric", "mean", "lo", "hi", "n_questions"]
+    print(diff[cols].to_string(index=False, float_format="%.3f"))
+    print(f"A = {args.label_a}, B = {args.label_b}; every arm's rows in {args.out}/compare.csv, figure compare.png")
+
+
 def _attribute(args: argparse.Namespace) -> None:
     from analyses.attribute_layers import AttributeConfig, run_attributions
 
@@ -393,6 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
     mx.add_argument("config", help="YAML mixing config (models: {name: run folder}, out: folder)")
     mx.add_argument("--out", default=None, help="output folder (overrides the config)")
     mx.set_defaults(func=_mixing)
+
+    cp = sub.add_parser(
+        "compare",
+        help="two arms of eval folders (e.g. seeds of two recipes), A - B per question with a CI over images and runs",
+    )
+    cp.add_argument("--a", nargs="+", required=True, metavar="EVAL", help="arm A's eval folders (one per run)")
+    cp.add_argument("--b", nargs="+", required=True, metavar="EVAL", help="arm B's eval folders (one per run)")
+    cp.add_argument("--out", required=True, help="folder for compare.csv and compare.png")
+    cp.add_argument("--label-a", default="A")
+    cp.add_argument("--label-b", default="B")
+    cp.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (1000 as in unilens eval)")
+    cp.add_argument("--seed", type=int, default=0)
+    cp.set_defaults(func=_compare)
 
     rp = sub.add_parser(
         "report", help="one self-contained HTML page over result folders (eval, probe, patch, transfer)"

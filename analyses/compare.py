@@ -1,0 +1,205 @@
+"""`unilens compare`: is arm A better than arm B, with a CI that counts the training runs as well as the test images?
+
+Each arm is one or more eval folders (`unilens eval RUN --checkpoints last`), typically seeds of one recipe. Every
+measure is taken per test question (the image gap, the greedy answer's exact / soft / hour score, the multiple
+choice, the generated image's read-back), restricted to the questions every folder asked, and compared with a
+two-level bootstrap: each replicate draws the test images once for both arms (both saw the same images, so the arms
+stay paired) and, within each arm, draws its runs with replacement. With one run per arm this is the paired image
+bootstrap of `unilens eval` (the arm's own interval equals its summary.csv row); with several, the spread between
+seeds widens the interval, as it must: two seeds of one recipe differed by 1.2 nats of time image gap where the
+image bootstrap gave each +-0.5 (docs/results/2026-12-07). With few runs the interval is still too narrow: a
+bootstrap over n runs keeps (n-1)/n of their variance, and two runs say little about the spread of seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.evaluate import choice_predictions, image_gap
+from unilens.errors import UnilensError
+from unilens.io import atomic_write_text
+
+# (task, table file, metrics, the columns that name one question)
+MEASURES = (
+    ("image_gap", "image_reliance.csv", ("gap",), ("image", "attribute", "turn")),
+    ("vqa", "vqa.csv", ("exact", "soft", "hour"), ("image", "attribute", "turn")),
+    ("vqa_first_turn", "vqa.csv", ("exact", "soft", "hour"), ("image", "attribute", "turn")),
+    ("vqa_choice", "choices.csv", ("choice",), ("image", "attribute", "turn")),
+    ("generation", "generation.csv", ("correct",), ("image", "attribute")),
+)
+
+
+def _one_checkpoint(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    if "step" in table and table["step"].nunique() > 1:
+        steps = sorted(table["step"].unique().tolist())
+        raise UnilensError(
+            f"{path} holds {len(steps)} checkpoints (steps {steps}); compare needs one per run: evaluate with "
+            "--checkpoints last (or one step) into its own folder"
+        )
+    return table
+
+
+def question_table(folder: str | Path, task: str) -> pd.DataFrame:
+    """One row per question of `task` in an eval folder, with its metrics (empty when the eval skipped it)."""
+    spec = {m[0]: m for m in MEASURES}
+    if task not in spec:
+        raise UnilensError(f"unknown task '{task}'; choose one of {list(spec)}")
+    _, file, metrics, keys = spec[task]
+    path = Path(folder) / file
+    if not path.exists():
+        return pd.DataFrame(columns=[*keys, *metrics])
+    table = _one_checkpoint(pd.read_csv(path), path)
+    if task == "image_gap":
+        table = image_gap(table)
+    elif task == "vqa_first_turn":
+        table = table[table["turn"] == 0]
+    elif task == "vqa_choice":
+        table = choice_predictions(table)
+    keep = [m for m in metrics if m in table and table[m].notna().any()]
+    return table[[*keys, *keep]]
+
+
+def _check_folders(folders: Sequence[str | Path]) -> None:
+    """Every folder exists, is an eval folder, and scored the same test images (same dataset content hash)."""
+    datasets = {}
+    for folder in folders:
+        path = Path(folder)
+        if not (path / "summary.csv").exists():
+            raise UnilensError(f"{path} is not an eval folder (no summary.csv); run `unilens eval RUN --out {path}`")
+        build = pd.read_csv(path / "summary.csv", usecols=lambda c: c in {"build", "dataset"})
+        if "build" in build and len(build):
+            datasets[str(path)] = str(build["build"].iloc[0]).split(" ")[0]
+    if len(set(datasets.values())) > 1:
+        listed = ", ".join(f"{k}: {v}" for k, v in datasets.items())
+        raise UnilensError(
+            f"the evals scored different datasets ({listed}); compare runs evaluated on one dataset "
+            "(unilens eval --dataset FOLDER)"
+        )
+
+
+def hierarchical_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    counts: np.ndarray,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float, float]]:
+    """Means and CIs of arm A, arm B and A - B from per-run, per-image sums of a measure (`a`: runs_a x images,
+    `b`: runs_b x images) over `counts` questions per image. Images are drawn once per replicate for both arms,
+    runs within each arm. The image draw comes first from the generator, as in `tasks.scoring.bootstrap_ci`, so
+    with one run per arm the intervals are that function's."""
+    rng = np.random.default_rng(seed)
+    n_images = counts.shape[0]
+    pick = rng.integers(0, n_images, size=(n_boot, n_images))
+    weights = np.stack([np.bincount(p, minlength=n_images) for p in pick])  # replicate x image
+    per_run = {}
+    for name, sums in (("A", a), ("B", b)):
+        run_means = (weights @ sums.T) / (weights @ counts)[:, None]  # replicate x run
+        runs = rng.integers(0, sums.shape[0], size=(n_boot, sums.shape[0]))
+        per_run[name] = np.take_along_axis(run_means, runs, axis=1).mean(axis=1)
+    per_run["A - B"] = per_run["A"] - per_run["B"]
+    point = {"A": a.sum(1).mean() / counts.sum(), "B": b.sum(1).mean() / counts.sum()}
+    point["A - B"] = point["A"] - point["B"]
+    alpha = (1 - level) / 2
+    return {
+        k: (float(point[k]), float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))) for k, v in per_run.items()
+    }
+
+
+def _sums_per_image(tables: list[pd.DataFrame], keys: list[str], metric: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per run and image, the metric's sum over the questions all runs asked; the questions per image; how many."""
+    indexed = [t.dropna(subset=[metric]).drop_duplicates(keys).set_index(keys)[metric] for t in tables]
+    common = indexed[0].index
+    for s in indexed[1:]:
+        common = common.intersection(s.index, sort=False)
+    images = pd.Index(common.get_level_values("image")).unique()  # first appearance, as bootstrap_ci orders them
+    sums = np.stack(
+        [s.loc[common].groupby(level="image", sort=False).sum().reindex(images).to_numpy() for s in indexed]
+    )
+    counts = pd.Series(1, index=common).groupby(level="image", sort=False).sum().reindex(images).to_numpy()
+    return sums, counts.astype(float), len(common)
+
+
+def _sd(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def compare_evals(
+    arm_a: Sequence[str | Path],
+    arm_b: Sequence[str | Path],
+    n_boot: int = 1000,
+    seed: int = 0,
+    tasks: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per task x attribute x metric x arm ("A", "B", "A - B"): mean, CI, the questions compared, the runs
+    per arm and the spread of the run means (sd over seeds, NaN with one run)."""
+    if not arm_a or not arm_b:
+        raise UnilensError("compare needs at least one eval folder in each arm (--a FOLDER ... --b FOLDER ...)")
+    _check_folders([*arm_a, *arm_b])
+    rows = []
+    for task, _, metrics, keys in MEASURES:
+        if tasks is not None and task not in tasks:
+            continue
+        tables_a = [question_table(f, task) for f in arm_a]
+        tables_b = [question_table(f, task) for f in arm_b]
+        if any(t.empty for t in (*tables_a, *tables_b)):
+            continue
+        attributes = set.intersection(*(set(t["attribute"]) for t in (*tables_a, *tables_b)))
+        for attribute in sorted(attributes):
+            for metric in metrics:
+                picked = [t[t["attribute"] == attribute] for t in (*tables_a, *tables_b)]
+                if any(metric not in t or t[metric].isna().all() for t in picked):
+                    continue
+                sums, counts, n = _sums_per_image(picked, list(keys), metric)
+                if n == 0:
+                    continue
+                sums_a, sums_b = sums[: len(arm_a)], sums[len(arm_a) :]
+                result = hierarchical_bootstrap(sums_a, sums_b, counts, n_boot=n_boot, seed=seed)
+                run_means = {"A": sums_a.sum(1) / counts.sum(), "B": sums_b.sum(1) / counts.sum()}
+                run_means["A - B"] = np.array([])  # the arms' runs are not paired: no spread of differences
+                for arm, (mean, lo, hi) in result.items():
+                    rows.append(
+                        {
+                            "task": task,
+                            "attribute": attribute,
+                            "metric": metric,
+                            "arm": arm,
+                            "mean": mean,
+                            "lo": lo,
+                            "hi": hi,
+                            "n_questions": n,
+                            "n_images": len(counts),
+                            "runs": {"A": len(arm_a), "B": len(arm_b)}.get(arm, len(arm_a) + len(arm_b)),
+                            "run_sd": _sd(run_means[arm]),
+                        }
+                    )
+    if not rows:
+        raise UnilensError("the two arms share no scored question; were they evaluated on the same dataset and tasks?")
+    return pd.DataFrame(rows)
+
+
+def run_compare(
+    arm_a: Sequence[str | Path],
+    arm_b: Sequence[str | Path],
+    out: str | Path,
+    label_a: str = "A",
+    label_b: str = "B",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """compare_evals, written as out/compare.csv (with the folders of each arm) and drawn as out/compare.png."""
+    from analyses.plots import plot_comparison
+
+    table = compare_evals(arm_a, arm_b, n_boot=n_boot, seed=seed)
+    table = table.assign(label_a=label_a, label_b=label_b, folders_a=" ".join(map(str, arm_a)))
+    table = table.assign(folders_b=" ".join(map(str, arm_b)))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "compare.csv", table.to_csv(index=False))
+    plot_comparison(table, label_a, label_b, out / "compare.png")
+    return table
