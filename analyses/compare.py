@@ -64,21 +64,32 @@ def question_table(folder: str | Path, task: str) -> pd.DataFrame:
 
 
 def _check_folders(folders: Sequence[str | Path]) -> None:
-    """Every folder exists, is an eval folder, and scored the same test images (same dataset content hash)."""
-    datasets = {}
+    """Every folder is an eval folder, and a question asked in two of them has the same true answer in both. Why not
+    the `build` column's dataset hash: it names the dataset a run trained on, and runs trained on different datasets
+    are compared on one with `unilens eval --dataset`."""
     for folder in folders:
         path = Path(folder)
         if not (path / "summary.csv").exists():
             raise UnilensError(f"{path} is not an eval folder (no summary.csv); run `unilens eval RUN --out {path}`")
-        build = pd.read_csv(path / "summary.csv", usecols=lambda c: c in {"build", "dataset"})
-        if "build" in build and len(build):
-            datasets[str(path)] = str(build["build"].iloc[0]).split(" ")[0]
-    if len(set(datasets.values())) > 1:
-        listed = ", ".join(f"{k}: {v}" for k, v in datasets.items())
-        raise UnilensError(
-            f"the evals scored different datasets ({listed}); compare runs evaluated on one dataset "
-            "(unilens eval --dataset FOLDER)"
-        )
+    for file, keys in (("vqa.csv", ["image", "attribute", "turn"]), ("generation.csv", ["image", "attribute"])):
+        truths = {}
+        for folder in folders:
+            path = Path(folder) / file
+            if path.exists():
+                table = pd.read_csv(path, usecols=[*keys, "value"], dtype={"value": str})
+                truths[str(folder)] = table.drop_duplicates(keys).set_index(keys)["value"]
+        if len(truths) < 2:
+            continue
+        (first, reference), *others = truths.items()
+        for folder, values in others:
+            common = reference.index.intersection(values.index)
+            differ = int((reference.loc[common] != values.loc[common]).sum())
+            if differ:
+                raise UnilensError(
+                    f"{first} and {folder} scored different datasets: {differ} of the {len(common)} questions in both "
+                    f"{file} have different true answers; evaluate every run on one dataset (unilens eval --dataset "
+                    "FOLDER)"
+                )
 
 
 def hierarchical_bootstrap(

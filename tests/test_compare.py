@@ -12,10 +12,10 @@ from unilens.errors import UnilensError
 BUILD = "dataset:aaaa llm:bbbb"
 
 
-def _eval_folder(path, time_gap, hour_right, steps=(100,), build=BUILD, drop=()):
+def _eval_folder(path, time_gap, hour_right, steps=(100,), truth="01h", drop=()):
     """A hand-made eval folder: one time question per image (two on even images, turns 0 and 1), its true-image
     loss 1 and swapped-image loss 1 + gap; the greedy hour right where `hour_right` says."""
-    tags = {"checkpoint": "step-000100", "fraction": 1.0, "build": build}
+    tags = {"checkpoint": "step-000100", "fraction": 1.0, "build": BUILD}
     reliance, vqa = [], []
     for step in steps:
         for i, gap in enumerate(time_gap):
@@ -27,7 +27,7 @@ def _eval_folder(path, time_gap, hour_right, steps=(100,), build=BUILD, drop=())
                 reliance += [{**q, "condition": "true", "answer_nll": 1.0, "exact_tf": 0.0}]
                 reliance += [{**q, "condition": "swapped", "answer_nll": 1.0 + gap + 0.1 * turn, "exact_tf": 0.0}]
                 right = float(hour_right[i])
-                vqa += [{**q, "value": "01h", "prediction": "x", "soft": right, "exact": 0.0, "hour": right}]
+                vqa += [{**q, "value": truth, "prediction": "x", "soft": right, "exact": 0.0, "hour": right}]
     path.mkdir(parents=True)
     pd.DataFrame(reliance).to_csv(path / "image_reliance.csv", index=False)
     pd.DataFrame(vqa).to_csv(path / "vqa.csv", index=False)
@@ -110,9 +110,14 @@ def test_bad_inputs_are_named(tmp_path, gaps):
     two_steps = _eval_folder(tmp_path / "two", gap_b, right_b, steps=(100, 200))
     with pytest.raises(UnilensError, match="--checkpoints last"):
         compare_evals([good], [two_steps])
-    other = _eval_folder(tmp_path / "other", gap_b, right_b, build="dataset:cccc llm:bbbb")
+    other = _eval_folder(tmp_path / "other", gap_b, right_b, truth="02h")
     with pytest.raises(UnilensError, match="different datasets"):
         compare_evals([good], [other])
+    # a run trained on another dataset (its build's dataset hash) but scored on the same questions is compared
+    trained_elsewhere = _eval_folder(tmp_path / "elsewhere", gap_b, right_b)
+    summary = pd.read_csv(trained_elsewhere / "summary.csv").assign(build="dataset:cccc llm:bbbb")
+    summary.to_csv(trained_elsewhere / "summary.csv", index=False)
+    assert _row(compare_evals([good], [trained_elsewhere]), "image_gap", "gap", "A - B")["n_questions"] == 45
     with pytest.raises(UnilensError, match="not an eval folder"):
         compare_evals([good], [tmp_path / "missing"])
     with pytest.raises(UnilensError, match="at least one eval folder"):
