@@ -43,16 +43,22 @@ def _one_checkpoint(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     return table
 
 
-def question_table(folder: str | Path, task: str) -> pd.DataFrame:
-    """One row per question of `task` in an eval folder, with its metrics (empty when the eval skipped it)."""
+def read_eval_table(folder: str | Path, file: str) -> pd.DataFrame | None:
+    """One of an eval folder's tables (None when the eval skipped it), refused when it holds several checkpoints."""
+    path = Path(folder) / file
+    return _one_checkpoint(pd.read_csv(path), path) if path.exists() else None
+
+
+def question_table(folder: str | Path | dict[str, pd.DataFrame | None], task: str) -> pd.DataFrame:
+    """One row per question of `task` in an eval folder, with its metrics (empty when the eval skipped it). `folder`
+    may also be the folder's tables already read, by file name."""
     spec = {m[0]: m for m in MEASURES}
     if task not in spec:
         raise UnilensError(f"unknown task '{task}'; choose one of {list(spec)}")
     _, file, metrics, keys = spec[task]
-    path = Path(folder) / file
-    if not path.exists():
+    table = folder.get(file) if isinstance(folder, dict) else read_eval_table(folder, file)
+    if table is None:
         return pd.DataFrame(columns=[*keys, *metrics])
-    table = _one_checkpoint(pd.read_csv(path), path)
     if task == "image_gap":
         table = image_gap(table)
     elif task == "vqa_first_turn":
@@ -63,21 +69,27 @@ def question_table(folder: str | Path, task: str) -> pd.DataFrame:
     return table[[*keys, *keep]]
 
 
-def _check_folders(folders: Sequence[str | Path]) -> None:
-    """Every folder is an eval folder, and a question asked in two of them has the same true answer in both. Why not
-    the `build` column's dataset hash: it names the dataset a run trained on, and runs trained on different datasets
-    are compared on one with `unilens eval --dataset`."""
+def _read_folders(folders: Sequence[str | Path]) -> dict[str, dict[str, pd.DataFrame | None]]:
+    """Every folder's tables, each file read once, by folder and file name; refused when a folder is no eval folder."""
     for folder in folders:
-        path = Path(folder)
-        if not (path / "summary.csv").exists():
-            raise UnilensError(f"{path} is not an eval folder (no summary.csv); run `unilens eval RUN --out {path}`")
+        if not (Path(folder) / "summary.csv").exists():
+            raise UnilensError(
+                f"{folder} is not an eval folder (no summary.csv); run `unilens eval RUN --out {folder}`"
+            )
+    files = sorted({m[1] for m in MEASURES})
+    return {str(f): {file: read_eval_table(f, file) for file in files} for f in folders}
+
+
+def _check_truths(loaded: dict[str, dict[str, pd.DataFrame | None]]) -> None:
+    """A question asked in two folders has the same true answer in both. Why not the `build` column's dataset hash:
+    it names the dataset a run trained on, and runs trained on different datasets are compared on one with `unilens
+    eval --dataset`."""
     for file, keys in (("vqa.csv", ["image", "attribute", "turn"]), ("generation.csv", ["image", "attribute"])):
-        truths = {}
-        for folder in folders:
-            path = Path(folder) / file
-            if path.exists():
-                table = pd.read_csv(path, usecols=[*keys, "value"], dtype={"value": str})
-                truths[str(folder)] = table.drop_duplicates(keys).set_index(keys)["value"]
+        truths = {
+            folder: tables[file].drop_duplicates(keys).set_index(keys)["value"].astype(str)
+            for folder, tables in loaded.items()
+            if tables[file] is not None
+        }
         if len(truths) < 2:
             continue
         (first, reference), *others = truths.items()
@@ -151,19 +163,20 @@ def compare_evals(
     per arm and the spread of the run means (sd over seeds, NaN with one run)."""
     if not arm_a or not arm_b:
         raise UnilensError("compare needs at least one eval folder in each arm (--a FOLDER ... --b FOLDER ...)")
-    _check_folders([*arm_a, *arm_b])
+    folders = [*map(str, arm_a), *map(str, arm_b)]
+    loaded = _read_folders(folders)
+    _check_truths(loaded)
     rows = []
     for task, _, metrics, keys in MEASURES:
         if tasks is not None and task not in tasks:
             continue
-        tables_a = [question_table(f, task) for f in arm_a]
-        tables_b = [question_table(f, task) for f in arm_b]
-        if any(t.empty for t in (*tables_a, *tables_b)):
+        tables = [question_table(loaded[f], task) for f in folders]  # arm A's runs, then arm B's
+        if any(t.empty for t in tables):
             continue
-        attributes = set.intersection(*(set(t["attribute"]) for t in (*tables_a, *tables_b)))
+        attributes = set.intersection(*(set(t["attribute"]) for t in tables))
         for attribute in sorted(attributes):
+            picked = [t[t["attribute"] == attribute] for t in tables]
             for metric in metrics:
-                picked = [t[t["attribute"] == attribute] for t in (*tables_a, *tables_b)]
                 if any(metric not in t or t[metric].isna().all() for t in picked):
                     continue
                 sums, counts, n = _sums_per_image(picked, list(keys), metric)
@@ -171,8 +184,8 @@ def compare_evals(
                     continue
                 sums_a, sums_b = sums[: len(arm_a)], sums[len(arm_a) :]
                 result = hierarchical_bootstrap(sums_a, sums_b, counts, n_boot=n_boot, seed=seed)
+                # the arms' runs are not paired, so A - B has no spread of its own
                 run_means = {"A": sums_a.sum(1) / counts.sum(), "B": sums_b.sum(1) / counts.sum()}
-                run_means["A - B"] = np.array([])  # the arms' runs are not paired: no spread of differences
                 for arm, (mean, lo, hi) in result.items():
                     rows.append(
                         {
@@ -186,7 +199,7 @@ def compare_evals(
                             "n_questions": n,
                             "n_images": len(counts),
                             "runs": {"A": len(arm_a), "B": len(arm_b)}.get(arm, len(arm_a) + len(arm_b)),
-                            "run_sd": _sd(run_means[arm]),
+                            "run_sd": _sd(run_means.get(arm, np.array([]))),
                         }
                     )
     if not rows:

@@ -209,7 +209,7 @@ def _compare(args: argparse.Namespace) -> None:
     from analyses.compare import run_compare
 
     table = run_compare(args.a, args.b, args.out, args.label_a, args.label_b, n_boot=args.n_boot, seed=args.seed)
-    diff = table[(table["arm"] == "A - B") & table["metric"].isin(["gap", "exact", "hour", "choice", "correct"])]
+    diff = table[(table["arm"] == "A - B") & (table["metric"] != "soft")]  # the figure's rows
     cols = ["task", "attribute", "metric", "mean", "lo", "hi", "n_questions"]
     print(diff[cols].to_string(index=False, float_format="%.3f"))
     print(f"A = {args.label_a}, B = {args.label_b}; every arm's rows in {args.out}/compare.csv, figure compare.png")
