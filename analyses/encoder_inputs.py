@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analyses.plots import plot_encoder_probes
+from analyses.plots import POOL_LABELS, plot_encoder_probes
 from models.build import encoder_dir
-from probes.encoder import encoder_probe, load_space
+from probes.encoder import POOLS, encoder_probe, load_space
 from tasks.records import load_dataset
 from unilens.io import atomic_write_text
 
@@ -27,7 +27,12 @@ def encoders_of(runs: list) -> dict[str, str]:
 
 
 def run_encoder_probes(
-    encoders: dict[str, str], dataset: str, out: str | Path, cache_dir: str = "runs/cache", log=print
+    encoders: dict[str, str],
+    dataset: str,
+    out: str | Path,
+    cache_dir: str = "runs/cache",
+    log=print,
+    pools: tuple[str, ...] = POOLS,
 ) -> pd.DataFrame:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -35,7 +40,7 @@ def run_encoder_probes(
     tables = []
     for name, folder in sorted(encoders.items()):
         log(f"[encoders] probing {name} ({folder}) on {dataset}")
-        tables.append(encoder_probe(load_space(folder, data, cache_dir), data, name=name))
+        tables.append(encoder_probe(load_space(folder, data, cache_dir), data, pools=pools, name=name))
     table = pd.concat(tables, ignore_index=True)
     atomic_write_text(out / "encoder_probes.csv", table.to_csv(index=False))
     plot_encoder_probes(table, out / "encoder_probes.png")
@@ -50,7 +55,7 @@ def answer_lines(table: pd.DataFrame) -> list[str]:
         base = f"majority {r.majority:.2f}" if r.metric == "accuracy" else "0 for no signal"
         lines.append(
             f"{name} input space, {attribute}: {r.metric} {r.score:.3f} [{r.low:.3f}, {r.high:.3f}] with "
-            f"{'all tokens kept' if r['pool'] == 'tokens' else 'tokens averaged'} ({base})"
+            f"{POOL_LABELS.get(r['pool'], r['pool'])} ({base})"
             + ("" if r.get("converged", True) else "; solver capped, a lower bound")
         )
     return lines

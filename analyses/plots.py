@@ -412,6 +412,14 @@ def plot_layer_attributions(summary: pd.DataFrame, attribute: str, path: str | P
     return _save(fig, path)
 
 
+POOL_LABELS = {
+    "tokens": "all tokens",
+    "mean": "tokens averaged",
+    "weather_region": "weather icon's tokens averaged",
+    "battery_region": "battery's tokens averaged",
+}
+
+
 def plot_encoder_probes(df: pd.DataFrame, path: str | Path | None = None):
     """Test score per attribute, one bar per encoder x pooling with its CI; the majority baseline marked."""
     attributes = list(dict.fromkeys(df["attribute"]))
@@ -428,7 +436,7 @@ def plot_encoder_probes(df: pd.DataFrame, path: str | Path | None = None):
             width,
             yerr=err,
             capsize=2,
-            label=f"{encoder}, {'all tokens' if pool == 'tokens' else 'tokens averaged'}",
+            label=f"{encoder}, {POOL_LABELS.get(pool, pool)}",
         )
     majority = df.groupby("attribute")["majority"].first().reindex(attributes)
     ax.scatter(x, majority, marker="_", s=600, color="k", zorder=3, label="majority baseline (R² 0)")

@@ -20,7 +20,13 @@ from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
 
 ATTRIBUTES = ["weather", "weather_pos", "battery_pos", "battery_decile"]
-PLACES = {PROMPT_END: "the answer's position", "question": "the question's tokens", "gen_prompt": "the prompt's tokens"}
+PLACES = {
+    PROMPT_END: "the answer's position",
+    "question": "the question's tokens",
+    "gen_prompt": "the prompt's tokens",
+    "weather_region": "the weather icon's image tokens",
+    "battery_region": "the battery's image tokens",
+}
 
 
 @dataclass

@@ -3,10 +3,12 @@
 A unified model that cannot answer "what is the weather?" is either blind (its input space does not carry the
 weather) or has not learned to read what it is given. These probes tell the two apart. They see exactly what the
 model's input adapter sees (semantic features, or the VQ code vectors), are fitted on the dataset's training images
-and scored on its test images, which share no image with them. Two poolings:
+and scored on its test images, which share no image with them. Poolings:
 
-    mean     the tokens averaged: what a reader gets without knowing where in the image to look
-    tokens   every token kept and concatenated: what a reader that attends to the right tokens can reach
+    mean            the tokens averaged: what a reader gets without knowing where in the image to look
+    tokens          every token kept and concatenated: what a reader that attends to the right tokens can reach
+    weather_region  the tokens that draw the weather icon averaged, wherever it sits in that image: what a reader
+    battery_region  that already knows where the item is gets (the same for the battery)
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ from sklearn.exceptions import ConvergenceWarning
 from models.encoders.semantic import load_semantic
 from models.encoders.vq import load_vq
 from models.features import build_space
-from probes.activations import watch_labels
+from probes.activations import REGION_GROUPS, watch_labels
 from probes.linear import NUMERIC, make_probe
 from tasks.records import WorldDataset
+from tasks.render import region_slots
 from tasks.world import Watch
 from unilens.errors import UnilensError
 
 ATTRIBUTES = ("weather", "weather_pos", "battery_pos", "battery_decile", "hour", "minute")
-POOLS = ("mean", "tokens")
+POOLS = ("mean", "tokens")  # the default poolings
+ALL_POOLS = (*POOLS, *REGION_GROUPS)
 
 
 def split_images(dataset: WorldDataset) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -41,7 +45,7 @@ def split_images(dataset: WorldDataset) -> tuple[pd.DataFrame, pd.DataFrame]:
             if rec["image"] in seen or "watch" not in rec:
                 continue
             seen.add(rec["image"])
-            rows.append({"image": rec["image"], **watch_labels(Watch.from_dict(rec["watch"]))})
+            rows.append({"image": rec["image"], "watch": rec["watch"], **watch_labels(Watch.from_dict(rec["watch"]))})
         return pd.DataFrame(rows)
 
     train = table(dataset.train, set())
@@ -59,10 +63,19 @@ def model_inputs(space, images: list[str]) -> np.ndarray:
     return np.stack([space.inputs(i).float().numpy() for i in images])
 
 
-def pooled(x: np.ndarray, pool: str) -> np.ndarray:
-    """(N, D) for 'mean', (N, tokens x D) for 'tokens'."""
-    if pool not in POOLS:
-        raise UnilensError(f"unknown pooling '{pool}': use one of {', '.join(POOLS)}")
+def pooled(x: np.ndarray, pool: str, watches: list[dict] | None = None) -> np.ndarray:
+    """(N, D) for 'mean' and the region poolings (those need each image's `watches`, raster token order),
+    (N, tokens x D) for 'tokens'."""
+    if pool not in ALL_POOLS:
+        raise UnilensError(f"unknown pooling '{pool}': use one of {', '.join(ALL_POOLS)}")
+    if pool in REGION_GROUPS:
+        if watches is None or len(watches) != len(x):
+            raise UnilensError(f"pooling '{pool}' needs one watch per image")
+        side = round(x.shape[1] ** 0.5)
+        if side * side != x.shape[1]:
+            raise UnilensError(f"pooling '{pool}' needs a square token grid; this space has {x.shape[1]} tokens")
+        item = REGION_GROUPS[pool]
+        return np.stack([x[i, region_slots(Watch.from_dict(w), item, side)].mean(0) for i, w in enumerate(watches)])
     return x.mean(axis=1) if pool == "mean" else x.reshape(len(x), -1)
 
 
@@ -104,7 +117,8 @@ def encoder_probe(
     rows = []
     inputs_train, inputs_test = model_inputs(space, list(train["image"])), model_inputs(space, list(test["image"]))
     for pool in pools:
-        X_train, X_test = pooled(inputs_train, pool), pooled(inputs_test, pool)
+        X_train = pooled(inputs_train, pool, list(train["watch"]))
+        X_test = pooled(inputs_test, pool, list(test["watch"]))
         for attribute in attributes:
             y_train, y_test = train[attribute].to_numpy(), test[attribute].to_numpy()
             with warnings.catch_warnings(record=True) as caught:

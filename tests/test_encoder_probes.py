@@ -46,6 +46,42 @@ def test_pooling_decides_what_a_probe_can_find(tiny_embedded):
     assert (table.low <= table.score).all() and (table.score <= table.high).all()
 
 
+class IconSpace:
+    """A 4 x 4 token grid of noise with the weather written at the tokens that draw the icon, wherever it sits in
+    that image, and its negative at the mirrored corner's tokens: averaging every token erases it."""
+
+    kind = "semantic"
+
+    def __init__(self, dataset, dim: int = 8):
+        from tasks.render import region_slots
+        from tasks.world import Watch
+
+        rng = np.random.default_rng(0)
+        self.x = {}
+        for rec in dataset.train + dataset.test:
+            x = rng.normal(0, 0.1, size=(16, dim)).astype(np.float32)
+            signal = 3.0 * np.eye(dim)[WEATHERS.index(rec["watch"]["weather"])]
+            cells = region_slots(Watch.from_dict(rec["watch"]), "weather", 4)
+            x[cells] += signal
+            x[[15 - c for c in cells]] -= signal  # one cell each at this grid size
+            self.x[rec["image"]] = x
+
+    def inputs(self, image_id: str) -> torch.Tensor:
+        return torch.from_numpy(self.x[image_id])
+
+
+def test_region_pooling_reads_the_item_where_the_image_draws_it(tiny_embedded):
+    dataset = load_dataset(tiny_embedded / "data")
+    table = encoder_probe(
+        IconSpace(dataset), dataset, attributes=("weather",), pools=("mean", "weather_region"), n_boot=200
+    )
+    score = table.set_index("pool").score
+    assert score["weather_region"] == 1.0
+    assert score["mean"] < 0.8  # the planted signal cancels in the whole image's average
+    with pytest.raises(UnilensError, match="unknown pooling 'icon'"):
+        encoder_probe(IconSpace(dataset), dataset, attributes=("weather",), pools=("icon",))
+
+
 def test_train_and_test_images_are_disjoint(tiny_embedded):
     train, test = split_images(load_dataset(tiny_embedded / "data"))
     assert len(train) >= 10 and len(test) >= 10

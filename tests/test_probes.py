@@ -343,3 +343,75 @@ def test_the_report_reads_each_position_group_on_its_own(tmp_path):
     assert "(adapter output 0.420, chance 0.333)" in text
     assert "m, understand (prompt_end): weather best decoded at layer 1: 0.620 [" in text
     assert "(chance 0.333)" in text
+
+
+def test_region_token_mask_follows_each_watch_and_the_token_order():
+    from probes.activations import region_token_mask
+
+    records = [
+        {"id": "a", "watch": {**_watch_dict(), "weather_pos": "top-right", "battery_pos": "bottom-left"}},
+        {"id": "b", "watch": {**_watch_dict(), "weather_pos": "bottom-left", "battery_pos": "top-right"}},
+    ]
+    raster = region_token_mask(records, "weather_region", 64)
+    assert raster[0].nonzero().flatten().tolist() == [6, 7, 14, 15]  # the icon's four cells, top right
+    assert raster[1].nonzero().flatten().tolist() == [48, 49, 56, 57]
+    # transposed: raster cell (row r, column c) is token c * 8 + r
+    assert region_token_mask(records, "weather_region", 64, "transposed")[0].nonzero().flatten().tolist() == [
+        48,
+        49,
+        56,
+        57,
+    ]
+    assert region_token_mask(records, "battery_region", 64)[1].sum() > 0
+    from unilens.errors import UnilensError
+
+    with pytest.raises(UnilensError, match="square token grid, got 60"):
+        region_token_mask(records, "weather_region", 60)
+    with pytest.raises(ValueError, match="depends on each record's watch"):
+        group_mask(torch.zeros(1, 4, dtype=torch.long), "weather_region")
+
+
+def _watch_dict() -> dict:
+    from tasks.world import Watch
+
+    return Watch(
+        face_color=(40, 40, 200),
+        hour=3,
+        minute=20,
+        second=0,
+        weather="sunny",
+        weather_pos="top-left",
+        battery=50,
+        battery_pos="bottom-right",
+    ).to_dict()
+
+
+@pytest.mark.parametrize("order", ["raster", "transposed"])
+def test_region_group_averages_exactly_the_items_tokens(lora_model, order):
+    """At every site, the weather_region set is the mean over the image tokens that draw the icon, found here from
+    the raster cells by hand: the adapter's output over the raw features' cells, the residual stream over the
+    sequence's image positions."""
+    from tasks.render import region_slots
+    from tasks.world import Watch
+
+    built, dataset, und, gen = lora_model
+    model = copy.deepcopy(built.model).eval()
+    model.cfg.image_order = order
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    records = [r for r in dataset.test if r["task"] == "vqa"][:5]
+    acts = collect(model, records, und, gen, enc, "understand", group="weather_region", batch_size=2)
+    side = int(und.num_tokens**0.5)
+    hooked = HookedVLM(model)
+    for i, rec in enumerate(records):
+        cells = region_slots(Watch.from_dict(rec["watch"]), "weather", side)
+        tokens = cells if order == "raster" else [(s % side) * side + s // side for s in cells]
+        raw = und.inputs(rec["image"])[None]
+        with torch.no_grad():
+            adapted = model.vision_in(model.distort_in(model.norm_in(raw)))[0]  # per token, raster order
+            batch = collate([question_prompts(enc, rec)[0][0]], und, gen, enc.pad_id)
+            _, cache = hooked.run_with_cache(batch, lambda n: n == "blocks.1.hook_resid_post")
+        expected_adapter = adapted[cells].mean(0).numpy()
+        image_positions = (batch.tags[0] == TAG["image"]).nonzero().flatten()
+        expected_resid = cache["blocks.1.hook_resid_post"][0, image_positions[tokens]].mean(0).numpy()
+        np.testing.assert_allclose(acts.X["adapter"][i], expected_adapter, atol=1e-5)
+        np.testing.assert_allclose(acts.X["blocks.1.hook_resid_post"][i], expected_resid, atol=1e-4)

@@ -46,8 +46,15 @@ def _encoders_probe(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from analyses.encoder_inputs import run_encoder_probes
+    from probes.encoder import ALL_POOLS
 
-    table = run_encoder_probes({f: f for f in args.encoders}, args.dataset, args.out, args.cache, log=lambda *_: None)
+    pools = tuple(args.pools.split(","))
+    unknown = [p for p in pools if p not in ALL_POOLS]
+    if unknown:
+        raise UnilensError(f"--pools: unknown pooling(s) {unknown}; choose among {', '.join(ALL_POOLS)}")
+    table = run_encoder_probes(
+        {f: f for f in args.encoders}, args.dataset, args.out, args.cache, log=lambda *_: None, pools=pools
+    )
     view = table.assign(score=table.apply(lambda r: f"{r.score:.3f} [{r.low:.3f}, {r.high:.3f}]", axis=1))
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(view.pivot_table(index=["encoder", "pool"], columns="attribute", values="score", aggfunc="first"))
@@ -293,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="folder for encoder_probes.csv (encoder x pooling x attribute) and its figure"
     )
     enc_probe.add_argument("--cache", default="runs/cache", help="feature cache folder (shared with training)")
+    enc_probe.add_argument(
+        "--pools",
+        default="mean,tokens",
+        help="comma-separated poolings: mean, tokens, weather_region, battery_region (the tokens that draw the item)",
+    )
     enc_probe.set_defaults(func=_encoders_probe)
 
     lm = sub.add_parser("lm", help="the embedded LLM: tokenizer and text-only pre-training")
