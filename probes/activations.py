@@ -7,7 +7,8 @@ Position groups are selected by tag name ("image", "question", "gen_prompt", "ge
 are "prompt_end": the prompt's last position, where the model predicts the answer's first token, or are a drawn
 item's region ("weather_region", "battery_region"): the image tokens whose grid cells hold that item in each
 record's own watch (it sits in a different corner from image to image), so a probe there reads the icon's tokens
-rather than an average over the whole image. With `asking`, the
+rather than an average over the whole image (the pooling knows where the item is, so the item's corner read there
+says nothing about the model: probe what the item is). With `asking`, the
 understanding prompt is the one of the turn that asks that question (earlier turns with their true answers), so
 "prompt_end" is where that answer is read out.
 Site "adapter" is the input adapter's output (the paper's probe site): vision_in for understanding images,
