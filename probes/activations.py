@@ -117,7 +117,7 @@ def region_token_mask(records: list[dict], group: str, n_tokens: int, order: str
     return mask
 
 
-def _image_mask(tags: torch.Tensor, context: str, token_mask: torch.Tensor) -> torch.Tensor:
+def image_token_mask(tags: torch.Tensor, context: str, token_mask: torch.Tensor) -> torch.Tensor:
     """Spread a per-token image mask onto the sequence positions of each record's one image."""
     image = tags == TAG[DEFAULT_GROUP[context]]
     per_row = image.sum(1)
@@ -190,7 +190,7 @@ def collect(
             _, cache = hooked.run_with_cache(batch, names)
         if group in REGION_GROUPS:
             token_mask = region_token_mask(records[start : start + len(chunk)], group, n_tokens, order)
-            mask = _image_mask(batch.tags, context, token_mask)
+            mask = image_token_mask(batch.tags, context, token_mask)
         else:
             token_mask = torch.ones(len(chunk), n_tokens)
             mask = group_mask(batch.tags, group)

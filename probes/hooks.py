@@ -3,6 +3,7 @@
 Sites:
     blocks.{L}.hook_resid_pre | hook_resid_mid | hook_resid_post | hook_attn_out | hook_mlp_out
     vision_in.hook_out   gen_in.hook_out   gen_head.hook_in
+    blocks.{L}.attn.hook_pattern   (read only, from `run_with_patterns`)
 A hook function takes (activation, name) and returns a replacement or None (read only). `run_with_cache` stores
 what `names_filter` lets through. LoRA merged or not, the same module paths are hooked.
 """
@@ -126,6 +127,40 @@ class HookedVLM:
         with self.hooks([(n, store) for n in self._select(names_filter)]):
             out = forward()
         return out, cache
+
+    @torch.no_grad()
+    def run_with_patterns(self, batch: Batch, layers: list[int] | None = None) -> dict[str, torch.Tensor]:
+        """Attention patterns, {"blocks.{L}.attn.hook_pattern": (batch, heads, query, key)}: each query row is the
+        softmax the block's attention applied, padding and future keys at 0. Fused attention kernels never form the
+        pattern, so this forward runs the LLM's eager attention (the same function, written out), then restores
+        the model's own kernel."""
+        layers = list(range(self.n_layers)) if layers is None else layers
+        bad = [k for k in layers if not 0 <= k < self.n_layers]
+        if bad:
+            raise KeyError(f"no block(s) {bad}: this LLM has blocks 0..{self.n_layers - 1}")
+        config = self.model.base_llm.config
+        kernel = config._attn_implementation
+        patterns: dict[str, torch.Tensor] = {}
+
+        def keep(name: str):
+            def hook(_m, _i, out):
+                if out[1] is None:
+                    raise RuntimeError(f"{name}: the attention returned no pattern; is this a Llama/Qwen2 LLM?")
+                patterns[name] = out[1].detach()
+
+            return hook
+
+        handles = [
+            self.model.blocks[k].self_attn.register_forward_hook(keep(f"blocks.{k}.attn.hook_pattern")) for k in layers
+        ]
+        try:
+            config._attn_implementation = "eager"
+            self.model.hidden(batch)
+        finally:
+            config._attn_implementation = kernel
+            for h in handles:
+                h.remove()
+        return patterns
 
     def _select(self, names_filter) -> list[str]:
         if names_filter is None:

@@ -193,6 +193,25 @@ def _probe(args: argparse.Namespace) -> None:
     print(f"probe results in {cfg.out} (probes.csv, cross_context.csv, figures)")
 
 
+def _attend(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from analyses.attention_layers import run_attention
+
+    models = {}
+    for item in args.models:
+        name, _, path = item.partition("=") if "=" in item else (Path(item).name, "", item)
+        models[name] = path
+    summary = run_attention(models, args.out, args.question, args.region, args.split, args.limit, log=lambda *_: None)
+    top = summary.sort_values("region_lift", ascending=False).groupby("model", sort=False).head(3)
+    for r in top.itertuples():
+        print(
+            f"{r.model}: block {r.layer} head {r.head}: {r.to_region:.3f} [{r.to_region_lo:.3f}, {r.to_region_hi:.3f}] "
+            f"of the answer's attention on the item ({r.region_lift:.1f}x an even spread; image {r.to_image:.3f})"
+        )
+    print(f"written to {args.out}/attention.csv, attention_rows.csv and the figure")
+
+
 def _patch(args: argparse.Namespace) -> None:
     from analyses.patch_layers import PatchConfig, run_patching
 
@@ -388,6 +407,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("config", help="YAML probe config (see configs/probe/)")
     pr.add_argument("--out", help="override the config's output folder")
     pr.set_defaults(func=_probe)
+
+    at_ = sub.add_parser(
+        "attend", help="attention from the answer's position to a drawn item's image tokens, per block and head"
+    )
+    at_.add_argument("models", nargs="+", help="run or checkpoint folders, each optionally NAME=PATH")
+    at_.add_argument("--out", required=True, help="folder for attention.csv, attention_rows.csv and the figure")
+    at_.add_argument(
+        "--question", default="weather", help="the question whose answer position queries (default weather)"
+    )
+    at_.add_argument(
+        "--region", default="weather_region", choices=["weather_region", "battery_region"], help="the item's tokens"
+    )
+    at_.add_argument("--split", default="test", choices=["test", "train"], help="which records (default test)")
+    at_.add_argument("--limit", type=int, default=0, help="the first N records that ask the question (0: all)")
+    at_.set_defaults(func=_attend)
 
     pa = sub.add_parser(
         "patch", help="activation patching on counterfactual image pairs, layer x position group: CSV + plots"

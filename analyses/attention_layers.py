@@ -1,0 +1,54 @@
+"""`unilens attend MODEL...`: per block and head, how much the answer's position attends to a drawn item's tokens.
+
+Tidy CSVs (per record x block x head, and summarised with CIs over images) and one figure, for several models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analyses.plots import plot_answer_attention
+from models.build import build_spaces, load_checkpoint
+from models.evaluate import last_checkpoints
+from models.sequence import Encoder
+from probes.attention import answer_attention, summarize_attention
+from tasks.records import load_dataset
+from unilens.errors import UnilensError
+from unilens.io import atomic_write_text
+
+
+def run_attention(
+    models: dict[str, str],
+    out: str | Path,
+    question: str = "weather",
+    region: str = "weather_region",
+    split: str = "test",
+    limit: int = 0,
+    batch_size: int = 16,
+    log=print,
+) -> pd.DataFrame:
+    if split not in ("test", "train"):
+        raise UnilensError(f"split '{split}': use 'test' or 'train'")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = []
+    for name, ckpt in last_checkpoints(models).items():
+        built, manifest = load_checkpoint(ckpt)
+        dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
+        und, gen = build_spaces(built, built.model.cfg, dataset, manifest["config"]["cache_dir"])
+        records = [r for r in getattr(dataset, split) if r["task"] == "vqa"]
+        try:
+            encoder = Encoder(built.tokenizer, und.num_tokens)
+            rows = answer_attention(built.model.eval(), records, und, gen, encoder, question, region, batch_size, limit)
+        except ValueError as err:
+            raise UnilensError(f"{name}: {err}") from err
+        log(f"[attend] {name}: {rows['record'].nunique()} questions about '{question}'")
+        tables.append(rows.assign(model=name, checkpoint=str(ckpt)))
+    rows = pd.concat(tables, ignore_index=True)
+    summary = summarize_attention(rows)
+    atomic_write_text(out / "attention_rows.csv", rows.to_csv(index=False))
+    atomic_write_text(out / "attention.csv", summary.to_csv(index=False))
+    plot_answer_attention(summary, out / f"attention_{question}_{region}.png")
+    return summary

@@ -1,0 +1,121 @@
+"""Where the answer looks: attention from the position that reads out an answer to a drawn item's image tokens.
+
+A probe can find an attribute in the image tokens and not at the answer's position (the model holds it and never
+moves it). The mover would be attention: some head whose query at the answer's position puts weight on the tokens
+that draw the item. For each block and head this measures, per question, the attention mass from the answer's
+position ("prompt_end" of the turn that asks the question) to the item's own image tokens and to the whole image,
+and what the item's tokens would get if the head spread its image mass evenly (their share of the image's tokens).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.sequence import TAG, Encoder, collate
+from probes.activations import (
+    PROMPT_END,
+    REGION_GROUPS,
+    _sequences,
+    asks,
+    group_mask,
+    image_token_mask,
+    region_token_mask,
+)
+from probes.hooks import HookedVLM
+
+
+@torch.no_grad()
+def answer_attention(
+    model,
+    records: list[dict],
+    und_space,
+    gen_space,
+    encoder: Encoder,
+    question: str,
+    region: str = "weather_region",
+    batch_size: int = 16,
+    limit: int = 0,
+) -> pd.DataFrame:
+    """Tidy rows, one per record x block x head: `to_region` and `to_image`, the attention mass from the answer's
+    position of `question` to the region's image tokens and to all image tokens; `even_share`, the region's share of
+    the image tokens (what `to_region / to_image` is for a head that weighs the image's tokens evenly). `limit`: the
+    first N records that ask the question (0: all)."""
+    if region not in REGION_GROUPS:
+        raise ValueError(f"unknown region '{region}'; choose among {list(REGION_GROUPS)}")
+    chosen = [r for r in records if r["task"] == "vqa" and asks(r, question)]
+    chosen = chosen[:limit] if limit else chosen
+    if not chosen:
+        raise ValueError(f"no understanding record asks '{question}'")
+    seqs = _sequences(encoder, chosen, "understand", asking=question)
+    hooked = HookedVLM(model)
+    device = next(model.parameters()).device
+    rows = []
+    for start in range(0, len(chosen), batch_size):
+        part = chosen[start : start + batch_size]
+        batch = collate(seqs[start : start + batch_size], und_space, gen_space, encoder.pad_id).to(device)
+        patterns = hooked.run_with_patterns(batch)
+        answer_at = group_mask(batch.tags, PROMPT_END).argmax(1)  # one position per row
+        rows_of = torch.arange(len(part), device=answer_at.device)
+        image = (batch.tags == TAG["image"]).float()
+        tokens = region_token_mask(part, region, und_space.num_tokens, model.cfg.image_order)
+        item = image_token_mask(batch.tags, "understand", tokens)
+        for name, pattern in patterns.items():
+            layer = int(name.split(".")[1])
+            rows_at_answer = pattern.float()[rows_of, :, answer_at]  # (batch, heads, keys)
+            to_item = torch.einsum("bhk,bk->bh", rows_at_answer, item).cpu().numpy()
+            to_image = torch.einsum("bhk,bk->bh", rows_at_answer, image).cpu().numpy()
+            for i, record in enumerate(part):
+                share = float(tokens[i].sum() / tokens.shape[1])
+                for head in range(to_item.shape[1]):
+                    rows.append(
+                        {
+                            "image": record["image"],
+                            "record": record["id"],
+                            "question": question,
+                            "region": region,
+                            "layer": layer,
+                            "head": head,
+                            "to_region": float(to_item[i, head]),
+                            "to_image": float(to_image[i, head]),
+                            "even_share": share,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def summarize_attention(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per block x head (and any model column): the mean attention to the region and to the image with 95% CIs
+    over images (a bootstrap that draws images, each with all its rows), and `region_lift`: the mean mass on the
+    region over what an even spread of the head's image mass would put there (1: the head does not single the item
+    out; >1: it looks at the item)."""
+    keys = [k for k in ("model", "question", "region", "layer", "head") if k in rows]
+    rng = np.random.default_rng(seed)
+    out = []
+    for key, g in rows.groupby(keys, sort=True):
+        per_image = g.groupby("image")[["to_region", "to_image"]].mean()
+        expected = (g["to_image"] * g["even_share"]).groupby(g["image"]).mean().reindex(per_image.index)
+        idx = rng.integers(0, len(per_image), size=(n_boot, len(per_image)))
+        values = {c: per_image[c].to_numpy() for c in per_image}
+        row = dict(zip(keys, key, strict=True))
+        for c, v in values.items():
+            draws = v[idx].mean(1)
+            row.update(
+                {
+                    c: float(v.mean()),
+                    f"{c}_lo": float(np.quantile(draws, 0.025)),
+                    f"{c}_hi": float(np.quantile(draws, 0.975)),
+                }
+            )
+        even = expected.to_numpy()
+        lift = values["to_region"].sum() / max(even.sum(), 1e-12)
+        lift_draws = values["to_region"][idx].sum(1) / np.maximum(even[idx].sum(1), 1e-12)
+        row.update(
+            region_lift=float(lift),
+            region_lift_lo=float(np.quantile(lift_draws, 0.025)),
+            region_lift_hi=float(np.quantile(lift_draws, 0.975)),
+            n_images=len(per_image),
+        )
+        out.append(row)
+    return pd.DataFrame(out)

@@ -1,0 +1,111 @@
+"""Attention patterns and the answer's attention to a drawn item: the pattern is the one the block applied, and the
+masses are sums of it over the right positions."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from models.generate import question_prompts
+from models.sequence import TAG, Encoder, collate
+from probes.activations import asks
+from probes.attention import answer_attention, summarize_attention
+from probes.hooks import HookedVLM
+
+
+def _batch(run, n=4):
+    built, dataset, und, gen = run
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    records = [r for r in dataset.test if r["task"] == "vqa"][:n]
+    # different prompt lengths, so the batch is right-padded
+    seqs = [question_prompts(enc, r)[-1 - (i % 2)][0] for i, r in enumerate(records)]
+    return collate(seqs, und, gen, enc.pad_id)
+
+
+def test_pattern_is_causal_sums_to_one_and_rebuilds_the_attention_output(loaded_vq_run):
+    built = loaded_vq_run[0]
+    model = built.model.eval()
+    batch = _batch(loaded_vq_run)
+    hooked = HookedVLM(model)
+    kernel = model.base_llm.config._attn_implementation
+    patterns = hooked.run_with_patterns(batch)
+    assert model.base_llm.config._attn_implementation == kernel  # the model's own kernel is back
+    assert len(patterns) == hooked.n_layers
+    real = batch.tags != TAG["pad"]
+    for name, p in patterns.items():
+        p = p.float()
+        length = p.shape[-1]
+        future = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
+        assert p[..., future].abs().max() == 0, name
+        sums = p.sum(-1)  # (batch, heads, query)
+        assert torch.allclose(sums[real[:, None, :].expand_as(sums)], torch.ones(()), atol=1e-5), name
+        assert p[~real[:, None, None, :].expand_as(p)].abs().max() == 0, name  # no weight on padding keys
+
+    # the pattern times the values, through the output projection, is the block's attention output
+    layer = 1
+    _, cache = hooked.run_with_cache(batch, [f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_attn_out"])
+    block = model.blocks[layer]
+    attn = block.self_attn
+    with torch.no_grad():
+        x = block.input_layernorm(cache[f"blocks.{layer}.hook_resid_pre"])
+        v = attn.v_proj(x).view(*x.shape[:2], -1, attn.head_dim).transpose(1, 2)  # (batch, kv heads, keys, dim)
+        p = patterns[f"blocks.{layer}.attn.hook_pattern"]
+        v = v.repeat_interleave(p.shape[1] // v.shape[1], dim=1)
+        out = attn.o_proj((p @ v).transpose(1, 2).reshape(*x.shape[:2], -1))
+    assert torch.allclose(out[real], cache[f"blocks.{layer}.hook_attn_out"][real], atol=1e-4)
+    with pytest.raises(KeyError, match="no block"):
+        hooked.run_with_patterns(batch, layers=[hooked.n_layers])
+
+
+def test_answer_attention_sums_the_pattern_over_the_icons_tokens(loaded_vq_run):
+    from tasks.render import region_slots
+    from tasks.world import Watch
+
+    built, dataset, und, gen = loaded_vq_run
+    model = built.model.eval()
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    records = [r for r in dataset.test if r["task"] == "vqa" and asks(r, "weather")][:5]
+    rows = answer_attention(model, records, und, gen, enc, "weather", batch_size=2)
+    heads = model.base_llm.config.num_attention_heads
+    assert len(rows) == len(records) * len(model.blocks) * heads
+    assert ((rows["to_region"] >= 0) & (rows["to_region"] <= rows["to_image"] + 1e-6)).all()
+    assert (rows["to_image"] <= 1 + 1e-5).all()
+    side = int(und.num_tokens**0.5)
+    rec = records[3]
+    turn = next(seq for seq, attribute, _ in question_prompts(enc, rec) if attribute == "weather")
+    batch = collate([turn], und, gen, enc.pad_id)
+    last = len(model.blocks) - 1
+    pattern = HookedVLM(model).run_with_patterns(batch, layers=[last])[f"blocks.{last}.attn.hook_pattern"][0, :, -1]
+    image = (batch.tags[0] == TAG["image"]).nonzero().flatten()
+    icon = image[region_slots(Watch.from_dict(rec["watch"]), "weather", side)]
+    mine = rows[(rows["record"] == rec["id"]) & (rows["layer"] == last)].sort_values("head")
+    torch.testing.assert_close(torch.tensor(mine["to_region"].to_numpy()), pattern[:, icon].sum(-1).double())
+    torch.testing.assert_close(torch.tensor(mine["to_image"].to_numpy()), pattern[:, image].sum(-1).double())
+    assert mine["even_share"].iloc[0] == len(icon) / und.num_tokens
+
+    summary = summarize_attention(rows, n_boot=200)
+    assert len(summary) == len(model.blocks) * heads
+    assert (summary["to_region_lo"] <= summary["to_region"]).all() and (
+        summary["to_region"] <= summary["to_region_hi"]
+    ).all()
+    one = summary[(summary["layer"] == last)].set_index("head")
+    by_hand = rows[rows["layer"] == last].groupby("head")
+    expected_lift = by_hand["to_region"].sum() / (by_hand.apply(lambda g: (g["to_image"] * g["even_share"]).sum()))
+    pd.testing.assert_series_equal(one["region_lift"], expected_lift, check_names=False)
+    with pytest.raises(ValueError, match="no understanding record asks 'colour'"):
+        answer_attention(model, records, und, gen, enc, "colour")
+
+
+def test_cli_attend_writes_tables_and_a_figure(trained_runs, tmp_path):
+    out = tmp_path / "attend"
+    run = trained_runs["vq-vq"].out
+    cmd = [sys.executable, "-m", "unilens.cli", "attend", f"toy={run}", "--out", str(out), "--limit", "6"]
+    result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    assert "of the answer's attention on the item" in result.stdout
+    summary = pd.read_csv(out / "attention.csv")
+    assert set(summary["model"]) == {"toy"} and summary["n_images"].max() <= 6
+    assert (out / "attention_rows.csv").is_file() and (out / "attention_weather_weather_region.png").is_file()
+    bad = subprocess.run([*cmd[:4], str(tmp_path / "nowhere"), "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "nowhere" in bad.stderr
