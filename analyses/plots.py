@@ -551,28 +551,28 @@ def plot_comparison(table: pd.DataFrame, label_a: str, label_b: str, path: str |
 
 
 def plot_answer_attention(summary: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
-    """Per model (columns), per head (lines, CI bands over images) by block: top, the attention mass from the
-    answer's position to the item's tokens over an even spread of the head's image mass (1 drawn: no preference;
-    log scale); bottom, that mass itself."""
+    """Per model (columns), per head (lines, CI bands over images) by block: top, the part of the head's attention
+    to the image that lands on the item (an even spread's share drawn); bottom, the attention mass from the
+    answer's position to the item's tokens."""
     models = list(dict.fromkeys(summary["model"])) if "model" in summary else [None]
-    fig, axes = plt.subplots(2, len(models), figsize=(4.5 * len(models), 6), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(models), figsize=(4.5 * len(models), 6), squeeze=False, sharex=True, sharey="row")
     for col, model in enumerate(models):
         d = summary if model is None else summary[summary["model"] == model]
         top, bottom = axes[0, col], axes[1, col]
         for head, h in d.groupby("head"):
             h = h.sort_values("layer")
-            line = top.plot(h["layer"], h["region_lift"], marker="o", ms=3, label=f"head {head}")[0]
-            top.fill_between(h["layer"], h["region_lift_lo"], h["region_lift_hi"], color=line.get_color(), alpha=0.15)
+            line = top.plot(h["layer"], h["image_share"], marker="o", ms=3, label=f"head {head}")[0]
+            top.fill_between(h["layer"], h["image_share_lo"], h["image_share_hi"], color=line.get_color(), alpha=0.15)
             bottom.plot(h["layer"], h["to_region"], marker="o", ms=3, color=line.get_color())
             bottom.fill_between(h["layer"], h["to_region_lo"], h["to_region_hi"], color=line.get_color(), alpha=0.15)
-        top.axhline(1.0, color="black", ls="--", lw=1, label="even spread over the image")
-        top.set_yscale("log")
+        top.axhline(d["even_share"].mean(), color="black", ls="--", lw=1, label="even spread over the image")
+        top.set_ylim(0, 1)
         top.set_title(str(model) if model is not None else "")
         bottom.set_xlabel("LLM block")
         bottom.set_xticks(sorted(set(d["layer"])))
         if col == 0:
-            top.set_ylabel("mass on the item / even share")
-            bottom.set_ylabel("attention mass on the item's tokens")
+            top.set_ylabel("share of the head's image\nattention on the item")
+            bottom.set_ylabel("attention mass from the answer\nto the item's tokens")
             top.legend(fontsize=7)
     question, region = summary["question"].iloc[0], summary["region"].iloc[0]
     fig.suptitle(title or f"Does the answer to '{question}' look at the {region.split('_')[0]}'s image tokens?")

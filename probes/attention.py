@@ -87,9 +87,10 @@ def answer_attention(
 
 def summarize_attention(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per block x head (and any model column): the mean attention to the region and to the image with 95% CIs
-    over images (a bootstrap that draws images, each with all its rows), and `region_lift`: the mean mass on the
-    region over what an even spread of the head's image mass would put there (1: the head does not single the item
-    out; >1: it looks at the item)."""
+    over images (a bootstrap that draws images, each with all its rows); `image_share`, the part of the head's
+    image attention that lands on the item (against `even_share`, what an even spread over the image's tokens puts
+    there); `region_lift`, the mass on the item over that even spread (1: the head does not single the item out).
+    A head that barely looks at the image can have a large lift on a negligible mass: read it beside `to_region`."""
     keys = [k for k in ("model", "question", "region", "layer", "head") if k in rows]
     rng = np.random.default_rng(seed)
     out = []
@@ -108,14 +109,16 @@ def summarize_attention(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -
                     f"{c}_hi": float(np.quantile(draws, 0.975)),
                 }
             )
-        even = expected.to_numpy()
-        lift = values["to_region"].sum() / max(even.sum(), 1e-12)
-        lift_draws = values["to_region"][idx].sum(1) / np.maximum(even[idx].sum(1), 1e-12)
-        row.update(
-            region_lift=float(lift),
-            region_lift_lo=float(np.quantile(lift_draws, 0.025)),
-            region_lift_hi=float(np.quantile(lift_draws, 0.975)),
-            n_images=len(per_image),
-        )
+        region, image, even = values["to_region"], values["to_image"], expected.to_numpy()
+        for column, num, den in (("region_lift", region, even), ("image_share", region, image)):
+            draws = num[idx].sum(1) / np.maximum(den[idx].sum(1), 1e-12)
+            row.update(
+                {
+                    column: float(num.sum() / max(den.sum(), 1e-12)),
+                    f"{column}_lo": float(np.quantile(draws, 0.025)),
+                    f"{column}_hi": float(np.quantile(draws, 0.975)),
+                }
+            )
+        row.update(even_share=float(g["even_share"].mean()), n_images=len(per_image))
         out.append(row)
     return pd.DataFrame(out)
