@@ -1,6 +1,9 @@
 """`unilens attend MODEL...`: per block and head, how much the answer's position attends to a drawn item's tokens.
 
-Tidy CSVs (per record x block x head, and summarised with CIs over images) and one figure, for several models.
+Tidy CSVs (per record x block x head, and summarised with CIs over images) and one figure, for several models. With
+`ablate=K`, a causal check of what the pattern suggests: the K heads that put the most attention on the item are
+zeroed at the answer's position, each alone and all together, against the K heads that put the least on it, and
+the answer is scored among the question's values (`ablation.csv`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from analyses.plots import plot_answer_attention
 from models.build import build_spaces, load_checkpoint
 from models.evaluate import last_checkpoints
 from models.sequence import Encoder
-from probes.attention import answer_attention, summarize_attention
+from probes.attention import ablate_heads, answer_attention, summarize_ablation, summarize_attention
 from tasks.records import load_dataset
 from unilens.errors import UnilensError
 from unilens.io import atomic_write_text
@@ -28,12 +31,13 @@ def run_attention(
     limit: int = 0,
     batch_size: int = 16,
     log=print,
+    ablate: int = 0,
 ) -> pd.DataFrame:
     if split not in ("test", "train"):
         raise UnilensError(f"split '{split}': use 'test' or 'train'")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tables = []
+    tables, ablations = [], []
     for name, ckpt in last_checkpoints(models).items():
         built, manifest = load_checkpoint(ckpt)
         dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
@@ -46,9 +50,33 @@ def run_attention(
             raise UnilensError(f"{name}: {err}") from err
         log(f"[attend] {name}: {rows['record'].nunique()} questions about '{question}'")
         tables.append(rows.assign(model=name, checkpoint=str(ckpt)))
+        if ablate:
+            conditions = _ablation_conditions(summarize_attention(rows, n_boot=10), ablate)
+            try:
+                done = ablate_heads(built.model, records, und, gen, encoder, question, conditions, batch_size, limit)
+            except ValueError as err:
+                raise UnilensError(f"{name}: {err}") from err
+            ablations.append(done.assign(model=name, checkpoint=str(ckpt)))
     rows = pd.concat(tables, ignore_index=True)
     summary = summarize_attention(rows)
     atomic_write_text(out / "attention_rows.csv", rows.to_csv(index=False))
     atomic_write_text(out / "attention.csv", summary.to_csv(index=False))
     plot_answer_attention(summary, out / f"attention_{question}_{region}.png")
+    if ablations:
+        done = pd.concat(ablations, ignore_index=True)
+        atomic_write_text(out / "ablation_rows.csv", done.to_csv(index=False))
+        atomic_write_text(out / "ablation.csv", summarize_ablation(done).to_csv(index=False))
     return summary
+
+
+def _ablation_conditions(summary: pd.DataFrame, k: int) -> dict[str, list[tuple[int, int]]]:
+    """The k heads with the most attention mass on the item, each alone and together, and the k with the least
+    (a control: zeroing as many heads that do not look at the item)."""
+    ranked = summary.sort_values("to_region", ascending=False)
+    heads = [(int(r.layer), int(r.head)) for r in ranked.itertuples()]
+    top, bottom = heads[:k], heads[-k:]
+    return {
+        **{f"head {layer}.{head}": [(layer, head)] for layer, head in top},
+        f"top {k} together": top,
+        f"bottom {k} together (control)": bottom,
+    }

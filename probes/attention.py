@@ -122,3 +122,117 @@ def summarize_attention(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -
         row.update(even_share=float(g["even_share"].mean()), n_images=len(per_image))
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _zero_heads(heads: list[int], head_dim: int, at: torch.Tensor):
+    """A hook_z function that zeroes the given heads' outputs at one position per row (`at`: (batch,))."""
+
+    def fn(z: torch.Tensor, _name: str) -> torch.Tensor:
+        z = z.clone()
+        rows = torch.arange(z.shape[0], device=z.device)
+        for h in heads:
+            z[rows, at, h * head_dim : (h + 1) * head_dim] = 0
+        return z
+
+    return fn
+
+
+@torch.no_grad()
+def ablate_heads(
+    model,
+    records: list[dict],
+    und_space,
+    gen_space,
+    encoder: Encoder,
+    question: str,
+    conditions: dict[str, list[tuple[int, int]]],
+    batch_size: int = 16,
+    limit: int = 0,
+) -> pd.DataFrame:
+    """Rows per record x condition: with the condition's (block, head) outputs zeroed at the answer's position of
+    `question` (their `hook_z` slices, before the output projection), whether the true value's first answer token
+    outscores every other value's (`correct`) and its log-probability among the values (`logp_true`). Condition
+    "none" (nothing zeroed) is always added: the effect of a condition is its difference from it, per record."""
+    from tasks.world import ATTRIBUTE_VALUES, Watch
+
+    if question not in ATTRIBUTE_VALUES:
+        raise ValueError(f"'{question}' is not a categorical question; choose among {sorted(ATTRIBUTE_VALUES)}")
+    values = [str(v) for v in ATTRIBUTE_VALUES[question]]
+    first = [encoder.text(v)[0] for v in values]
+    if len(set(first)) < len(first):
+        raise ValueError(f"the values of '{question}' share a first token: first-token scoring cannot tell them apart")
+    n_layers, n_heads = len(model.blocks), model.base_llm.config.num_attention_heads
+    bad = [(k, h) for heads in conditions.values() for k, h in heads if not (0 <= k < n_layers and 0 <= h < n_heads)]
+    if bad:
+        raise ValueError(f"no such (block, head) {bad}: this LLM has blocks 0..{n_layers - 1}, heads 0..{n_heads - 1}")
+    chosen = [r for r in records if r["task"] == "vqa" and asks(r, question)]
+    chosen = chosen[:limit] if limit else chosen
+    if not chosen:
+        raise ValueError(f"no understanding record asks '{question}'")
+    seqs = _sequences(encoder, chosen, "understand", asking=question)
+    hooked = HookedVLM(model)
+    device = next(model.parameters()).device
+    candidates = torch.tensor(first, device=device)
+    rows = []
+    for start in range(0, len(chosen), batch_size):
+        part = chosen[start : start + batch_size]
+        batch = collate(seqs[start : start + batch_size], und_space, gen_space, encoder.pad_id).to(device)
+        answer_at = group_mask(batch.tags, PROMPT_END).argmax(1)
+        truth = torch.tensor([values.index(str(getattr(Watch.from_dict(r["watch"]), question))) for r in part])
+        for name, heads in {"none": [], **conditions}.items():
+            by_layer: dict[int, list[int]] = {}
+            for k, h in heads:
+                by_layer.setdefault(k, []).append(h)
+            fns = [
+                (f"blocks.{k}.hook_z", _zero_heads(hs, model.blocks[k].self_attn.head_dim, answer_at))
+                for k, hs in by_layer.items()
+            ]
+            with hooked.hooks(fns):
+                hidden = model.hidden(batch)
+            logits = model.text_logits(hidden[torch.arange(len(part), device=device), answer_at]).float()
+            logp = torch.log_softmax(logits[:, candidates], dim=-1).cpu()
+            for i, record in enumerate(part):
+                rows.append(
+                    {
+                        "image": record["image"],
+                        "record": record["id"],
+                        "question": question,
+                        "condition": name,
+                        "heads": " ".join(f"{k}.{h}" for k, h in heads),
+                        "correct": bool(logp[i].argmax() == truth[i]),
+                        "logp_true": float(logp[i, truth[i]]),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def summarize_ablation(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per condition (and model): accuracy and mean log-probability of the true value, and their differences from
+    "none" paired per record, each with a 95% CI over images (images drawn once per replicate for every condition)."""
+    keys = [k for k in ("model", "question") if k in rows]
+    out = []
+    for key, g in rows.groupby(keys, sort=False) if keys else [((), rows)]:
+        wide = {
+            c: g.pivot_table(index="image", columns="condition", values=c, aggfunc="mean")
+            for c in ("correct", "logp_true")
+        }
+        images = wide["correct"].index
+        idx = np.random.default_rng(seed).integers(0, len(images), size=(n_boot, len(images)))
+        for condition in wide["correct"].columns:
+            row = {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), "condition": condition}
+            row["heads"] = g.loc[g["condition"] == condition, "heads"].iloc[0]
+            for c, table in wide.items():
+                v = table[condition].to_numpy(dtype=float)
+                d = v - table["none"].to_numpy(dtype=float)
+                for label, x in ((c, v), (f"{c}_minus_none", d)):
+                    draws = x[idx].mean(1)
+                    row.update(
+                        {
+                            label: float(x.mean()),
+                            f"{label}_lo": float(np.quantile(draws, 0.025)),
+                            f"{label}_hi": float(np.quantile(draws, 0.975)),
+                        }
+                    )
+            row["n_images"] = len(images)
+            out.append(row)
+    return pd.DataFrame(out)

@@ -2,6 +2,7 @@
 
 Sites:
     blocks.{L}.hook_resid_pre | hook_resid_mid | hook_resid_post | hook_attn_out | hook_mlp_out
+    blocks.{L}.hook_z   the heads' outputs side by side, (batch, pos, heads x head_dim), before the output projection
     vision_in.hook_out   gen_in.hook_out   gen_head.hook_in
     blocks.{L}.attn.hook_pattern   (read only, from `run_with_patterns`)
 A hook function takes (activation, name) and returns a replacement or None (read only). `run_with_cache` stores
@@ -20,7 +21,7 @@ from models.sequence import Batch
 from models.unified import UnifiedVLM
 
 HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
-BLOCK_SITES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+BLOCK_SITES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "hook_z")
 ADAPTER_SITES = ("vision_in.hook_out", "gen_in.hook_out", "gen_head.hook_in")
 
 
@@ -88,6 +89,8 @@ class HookedVLM:
             return [layer.register_forward_hook(lambda _m, _i, out: apply(out))]
         if site == "hook_mlp_out":
             return [layer.mlp.register_forward_hook(lambda _m, _i, out: apply(out))]
+        if site == "hook_z":
+            return [layer.self_attn.o_proj.register_forward_pre_hook(lambda _m, args: (apply(args[0]), *args[1:]))]
         if site == "hook_attn_out":
             return [layer.self_attn.register_forward_hook(lambda _m, _i, out: (apply(out[0]), *out[1:]))]
         # resid_mid = resid_pre + attn_out: edit it through the attention output

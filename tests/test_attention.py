@@ -101,11 +101,77 @@ def test_answer_attention_sums_the_pattern_over_the_icons_tokens(loaded_vq_run):
 def test_cli_attend_writes_tables_and_a_figure(trained_runs, tmp_path):
     out = tmp_path / "attend"
     run = trained_runs["vq-vq"].out
-    cmd = [sys.executable, "-m", "unilens.cli", "attend", f"toy={run}", "--out", str(out), "--limit", "6"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "unilens.cli",
+        "attend",
+        f"toy={run}",
+        "--out",
+        str(out),
+        "--limit",
+        "6",
+        "--ablate",
+        "1",
+    ]
     result = subprocess.run(cmd, check=True, capture_output=True, text=True)
     assert "of the answer's attention on the item" in result.stdout
     summary = pd.read_csv(out / "attention.csv")
     assert set(summary["model"]) == {"toy"} and summary["n_images"].max() <= 6
     assert (out / "attention_rows.csv").is_file() and (out / "attention_weather_weather_region.png").is_file()
+    ablation = pd.read_csv(out / "ablation.csv")
+    assert (
+        len(ablation) == 4 and "none" in set(ablation["condition"]) and "top 1 together" in set(ablation["condition"])
+    )
+    assert "against nothing zeroed" in result.stdout
     bad = subprocess.run([*cmd[:4], str(tmp_path / "nowhere"), "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode != 0 and "nowhere" in bad.stderr
+
+
+def test_zeroing_a_head_removes_exactly_its_share_of_the_attention_output(loaded_vq_run):
+    """Zeroing head h's slice of hook_z at the answer's position equals subtracting what the output projection makes
+    of that slice from the block's attention output there: the ablation touches one head at one position."""
+    from probes.activations import PROMPT_END, group_mask
+    from probes.attention import ablate_heads, summarize_ablation
+
+    built, dataset, und, gen = loaded_vq_run
+    model = built.model.eval()
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    records = [r for r in dataset.test if r["task"] == "vqa" and asks(r, "weather")][:6]
+    layer, head = len(model.blocks) - 1, 1
+    rows = ablate_heads(model, records, und, gen, enc, "weather", {"one": [(layer, head)]}, batch_size=3)
+    assert set(rows["condition"]) == {"none", "one"} and len(rows) == 2 * len(records)
+
+    from models.generate import question_prompts as prompts
+    from tasks.world import ATTRIBUTE_VALUES
+
+    seqs = [next(seq for seq, attribute, _ in prompts(enc, r) if attribute == "weather") for r in records]
+    batch = collate(seqs, und, gen, enc.pad_id)
+    at = group_mask(batch.tags, PROMPT_END).argmax(1)
+    hooked = HookedVLM(model)
+    attn = model.blocks[layer].self_attn
+    _, cache = hooked.run_with_cache(batch, [f"blocks.{layer}.hook_z"])
+    only = torch.zeros_like(cache[f"blocks.{layer}.hook_z"])
+    rows_of = torch.arange(len(records))
+    dh = attn.head_dim
+    only[rows_of, at, head * dh : (head + 1) * dh] = cache[f"blocks.{layer}.hook_z"][
+        rows_of, at, head * dh : (head + 1) * dh
+    ]
+    with torch.no_grad():
+        share = attn.o_proj(only) - attn.o_proj(torch.zeros_like(only))
+        with hooked.hooks([(f"blocks.{layer}.hook_attn_out", lambda x, _n: x - share)]):
+            hidden = model.hidden(batch)
+    first = torch.tensor([enc.text(str(v))[0] for v in ATTRIBUTE_VALUES["weather"]])
+    logp = torch.log_softmax(model.text_logits(hidden[rows_of, at]).float()[:, first], dim=-1)
+    truth = [list(map(str, ATTRIBUTE_VALUES["weather"])).index(r["watch"]["weather"]) for r in records]
+    expected = logp[rows_of, torch.tensor(truth)].numpy()
+    got = rows[rows["condition"] == "one"]["logp_true"].to_numpy()
+    assert abs(got - expected).max() < 1e-4
+    none = rows[rows["condition"] == "none"]["logp_true"].to_numpy()
+    assert abs(got - none).max() > 1e-6  # the head mattered somewhere: the check above is not vacuous
+
+    summary = summarize_ablation(rows, n_boot=100).set_index("condition")
+    assert summary.loc["none", "correct_minus_none"] == 0
+    assert summary.loc["one", "logp_true_minus_none"] == pytest.approx((got - none).mean())
+    with pytest.raises(ValueError, match="no such"):
+        ablate_heads(model, records, und, gen, enc, "weather", {"bad": [(layer, 99)]})

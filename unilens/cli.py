@@ -202,13 +202,25 @@ def _attend(args: argparse.Namespace) -> None:
     for item in args.models:
         name, _, path = item.partition("=") if "=" in item else (Path(item).name, "", item)
         models[name] = path
-    summary = run_attention(models, args.out, args.question, args.region, args.split, args.limit, log=lambda *_: None)
+    summary = run_attention(
+        models, args.out, args.question, args.region, args.split, args.limit, log=lambda *_: None, ablate=args.ablate
+    )
     top = summary.sort_values("region_lift", ascending=False).groupby("model", sort=False).head(3)
     for r in top.itertuples():
         print(
             f"{r.model}: block {r.layer} head {r.head}: {r.to_region:.3f} [{r.to_region_lo:.3f}, {r.to_region_hi:.3f}] "
             f"of the answer's attention on the item ({r.region_lift:.1f}x an even spread; image {r.to_image:.3f})"
         )
+    if args.ablate:
+        import pandas as pd
+
+        for r in pd.read_csv(Path(args.out) / "ablation.csv").itertuples():
+            print(
+                f"{r.model}: {r.condition}: answer right {r.correct:.3f}, "
+                f"{r.correct_minus_none:+.3f} [{r.correct_minus_none_lo:+.3f}, {r.correct_minus_none_hi:+.3f}] "
+                f"against nothing zeroed; log-prob of the truth {r.logp_true_minus_none:+.3f} "
+                f"[{r.logp_true_minus_none_lo:+.3f}, {r.logp_true_minus_none_hi:+.3f}]"
+            )
     print(f"written to {args.out}/attention.csv, attention_rows.csv and the figure")
 
 
@@ -421,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     at_.add_argument("--split", default="test", choices=["test", "train"], help="which records (default test)")
     at_.add_argument("--limit", type=int, default=0, help="the first N records that ask the question (0: all)")
+    at_.add_argument(
+        "--ablate",
+        type=int,
+        default=0,
+        help="zero the K heads that look most at the item (each, and together) and K that look least, at the "
+        "answer's position, and score the answer: ablation.csv",
+    )
     at_.set_defaults(func=_attend)
 
     pa = sub.add_parser(
