@@ -192,7 +192,7 @@ def collect(
             token_mask = region_token_mask(records[start : start + len(chunk)], group, n_tokens, order)
             mask = image_token_mask(batch.tags, context, token_mask)
         else:
-            token_mask = torch.ones(len(chunk), n_tokens)
+            token_mask = None
             mask = group_mask(batch.tags, group)
         if mask.sum(1).min() == 0:
             raise ValueError(f"some {context} sequences have no '{group}' positions")
@@ -205,13 +205,16 @@ def collect(
     return ActivationSet(sites, X, meta)
 
 
-def _adapter_pool(model, batch, context: str, token_mask: torch.Tensor) -> np.ndarray:
-    """The input adapter's output, averaged per image over the tokens `token_mask` (batch, tokens) keeps."""
+def _adapter_pool(model, batch, context: str, token_mask: torch.Tensor | None = None) -> np.ndarray:
+    """The input adapter's output, averaged per image over the tokens `token_mask` (batch, tokens) keeps, or over
+    all of them (a plain mean, so whole-image sets stay bit for bit what they were)."""
     b = batch.ids.shape[0]
     out = model.und_embed(batch.und_inputs) if context == "understand" else model.gen_embed(batch.gen_inputs)
+    out = out.reshape(b, -1, model.d_model)
+    if token_mask is None:
+        return out.mean(1).float().cpu().numpy()
     weights = token_mask / token_mask.sum(1, keepdim=True)
-    out = out.reshape(b, -1, model.d_model).float()
-    return torch.einsum("bt,btd->bd", weights.to(out.device), out).cpu().numpy()
+    return torch.einsum("bt,btd->bd", weights.to(out.device), out.float()).cpu().numpy()
 
 
 def _array(store: str | Path | None, site: str, shape: tuple[int, int]) -> np.ndarray:
