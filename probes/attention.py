@@ -26,6 +26,21 @@ from probes.activations import (
 from probes.hooks import HookedVLM
 
 
+def _answer_batches(
+    records, und_space, gen_space, encoder: Encoder, question: str, batch_size: int, limit: int, device
+):
+    """The understanding records that ask `question` (the first `limit`, 0: all), prompted up to that turn, in
+    batches: (records, batch, the answer's position per row)."""
+    chosen = [r for r in records if r["task"] == "vqa" and asks(r, question)]
+    chosen = chosen[:limit] if limit else chosen
+    if not chosen:
+        raise ValueError(f"no understanding record asks '{question}'")
+    seqs = _sequences(encoder, chosen, "understand", asking=question)
+    for start in range(0, len(chosen), batch_size):
+        batch = collate(seqs[start : start + batch_size], und_space, gen_space, encoder.pad_id).to(device)
+        yield chosen[start : start + batch_size], batch, group_mask(batch.tags, PROMPT_END).argmax(1)
+
+
 @torch.no_grad()
 def answer_attention(
     model,
@@ -44,19 +59,13 @@ def answer_attention(
     first N records that ask the question (0: all)."""
     if region not in REGION_GROUPS:
         raise ValueError(f"unknown region '{region}'; choose among {list(REGION_GROUPS)}")
-    chosen = [r for r in records if r["task"] == "vqa" and asks(r, question)]
-    chosen = chosen[:limit] if limit else chosen
-    if not chosen:
-        raise ValueError(f"no understanding record asks '{question}'")
-    seqs = _sequences(encoder, chosen, "understand", asking=question)
     hooked = HookedVLM(model)
     device = next(model.parameters()).device
     rows = []
-    for start in range(0, len(chosen), batch_size):
-        part = chosen[start : start + batch_size]
-        batch = collate(seqs[start : start + batch_size], und_space, gen_space, encoder.pad_id).to(device)
+    for part, batch, answer_at in _answer_batches(
+        records, und_space, gen_space, encoder, question, batch_size, limit, device
+    ):
         patterns = hooked.run_with_patterns(batch)
-        answer_at = group_mask(batch.tags, PROMPT_END).argmax(1)  # one position per row
         rows_of = torch.arange(len(part), device=answer_at.device)
         image = (batch.tags == TAG["image"]).float()
         tokens = region_token_mask(part, region, und_space.num_tokens, model.cfg.image_order)
@@ -165,19 +174,13 @@ def ablate_heads(
     bad = [(k, h) for heads in conditions.values() for k, h in heads if not (0 <= k < n_layers and 0 <= h < n_heads)]
     if bad:
         raise ValueError(f"no such (block, head) {bad}: this LLM has blocks 0..{n_layers - 1}, heads 0..{n_heads - 1}")
-    chosen = [r for r in records if r["task"] == "vqa" and asks(r, question)]
-    chosen = chosen[:limit] if limit else chosen
-    if not chosen:
-        raise ValueError(f"no understanding record asks '{question}'")
-    seqs = _sequences(encoder, chosen, "understand", asking=question)
     hooked = HookedVLM(model)
     device = next(model.parameters()).device
     candidates = torch.tensor(first, device=device)
     rows = []
-    for start in range(0, len(chosen), batch_size):
-        part = chosen[start : start + batch_size]
-        batch = collate(seqs[start : start + batch_size], und_space, gen_space, encoder.pad_id).to(device)
-        answer_at = group_mask(batch.tags, PROMPT_END).argmax(1)
+    for part, batch, answer_at in _answer_batches(
+        records, und_space, gen_space, encoder, question, batch_size, limit, device
+    ):
         truth = torch.tensor([values.index(str(getattr(Watch.from_dict(r["watch"]), question))) for r in part])
         for name, heads in {"none": [], **conditions}.items():
             by_layer: dict[int, list[int]] = {}

@@ -21,8 +21,7 @@ print("|---|---|" + "---|" * len(LAYERS))
 for (model, group), g in table.groupby(["model", "group"], sort=False):
     g = g.set_index("layer")
     cells = [
-        f"{g.loc[k, 'mean']:.3f} [{g.loc[k, 'lo']:.2f}, {g.loc[k, 'hi']:.2f}]" if k in g.index else "-"
-        for k in LAYERS
+        f"{g.loc[k, 'mean']:.3f} [{g.loc[k, 'lo']:.2f}, {g.loc[k, 'hi']:.2f}]" if k in g.index else "-" for k in LAYERS
     ]
     print(f"| {model} | {group} | {' | '.join(cells)} |")
 print(f"majority {d['majority'].mean():.3f}; shuffled labels {d['shuffled'].mean():.3f}")
