@@ -32,7 +32,9 @@ def run_attention(
     batch_size: int = 16,
     log=print,
     ablate: int = 0,
-) -> pd.DataFrame:
+) -> dict[str, pd.DataFrame]:
+    """{"attention": per model x block x head with CIs, "ablation": per model x condition (empty without `ablate`)},
+    both also written to `out` beside the per-record rows and the figure."""
     if split not in ("test", "train"):
         raise UnilensError(f"split '{split}': use 'test' or 'train'")
     out = Path(out)
@@ -51,7 +53,7 @@ def run_attention(
         log(f"[attend] {name}: {rows['record'].nunique()} questions about '{question}'")
         tables.append(rows.assign(model=name, checkpoint=str(ckpt)))
         if ablate:
-            conditions = _ablation_conditions(summarize_attention(rows, n_boot=10), ablate)
+            conditions = _ablation_conditions(rows, ablate)
             try:
                 done = ablate_heads(built.model, records, und, gen, encoder, question, conditions, batch_size, limit)
             except ValueError as err:
@@ -62,18 +64,22 @@ def run_attention(
     atomic_write_text(out / "attention_rows.csv", rows.to_csv(index=False))
     atomic_write_text(out / "attention.csv", summary.to_csv(index=False))
     plot_answer_attention(summary, out / f"attention_{question}_{region}.png")
+    ablation = pd.DataFrame()
     if ablations:
         done = pd.concat(ablations, ignore_index=True)
+        ablation = summarize_ablation(done)
         atomic_write_text(out / "ablation_rows.csv", done.to_csv(index=False))
-        atomic_write_text(out / "ablation.csv", summarize_ablation(done).to_csv(index=False))
-    return summary
+        atomic_write_text(out / "ablation.csv", ablation.to_csv(index=False))
+    return {"attention": summary, "ablation": ablation}
 
 
-def _ablation_conditions(summary: pd.DataFrame, k: int) -> dict[str, list[tuple[int, int]]]:
-    """The k heads with the most attention mass on the item, each alone and together, and the k with the least
-    (a control: zeroing as many heads that do not look at the item)."""
-    ranked = summary.sort_values("to_region", ascending=False)
-    heads = [(int(r.layer), int(r.head)) for r in ranked.itertuples()]
+def _ablation_conditions(rows: pd.DataFrame, k: int) -> dict[str, list[tuple[int, int]]]:
+    """The k heads with the most attention mass on the item (the mean over images, as `summarize_attention`'s
+    `to_region`), each alone and together, and the k with the least (a control: zeroing as many heads that do not
+    look at the item)."""
+    per_image = rows.groupby(["layer", "head", "image"])["to_region"].mean()
+    ranked = per_image.groupby(level=["layer", "head"]).mean().sort_values(ascending=False)
+    heads = [(int(layer), int(head)) for layer, head in ranked.index]
     top, bottom = heads[:k], heads[-k:]
     return {
         **{f"head {layer}.{head}": [(layer, head)] for layer, head in top},

@@ -24,6 +24,7 @@ from probes.activations import (
     region_token_mask,
 )
 from probes.hooks import HookedVLM
+from tasks.world import ATTRIBUTE_VALUES, Watch
 
 
 def _answer_batches(
@@ -70,13 +71,13 @@ def answer_attention(
         image = (batch.tags == TAG["image"]).float()
         tokens = region_token_mask(part, region, und_space.num_tokens, model.cfg.image_order)
         item = image_token_mask(batch.tags, "understand", tokens)
+        shares = (tokens.sum(1) / tokens.shape[1]).tolist()
         for name, pattern in patterns.items():
             layer = int(name.split(".")[1])
             rows_at_answer = pattern.float()[rows_of, :, answer_at]  # (batch, heads, keys)
             to_item = torch.einsum("bhk,bk->bh", rows_at_answer, item).cpu().numpy()
             to_image = torch.einsum("bhk,bk->bh", rows_at_answer, image).cpu().numpy()
             for i, record in enumerate(part):
-                share = float(tokens[i].sum() / tokens.shape[1])
                 for head in range(to_item.shape[1]):
                     rows.append(
                         {
@@ -88,10 +89,19 @@ def answer_attention(
                             "head": head,
                             "to_region": float(to_item[i, head]),
                             "to_image": float(to_image[i, head]),
-                            "even_share": share,
+                            "even_share": shares[i],
                         }
                     )
     return pd.DataFrame(rows)
+
+
+def _ci_columns(label: str, value: float, draws: np.ndarray) -> dict[str, float]:
+    """`label` and its 95% percentile interval over bootstrap `draws`, as three columns."""
+    return {
+        label: float(value),
+        f"{label}_lo": float(np.quantile(draws, 0.025)),
+        f"{label}_hi": float(np.quantile(draws, 0.975)),
+    }
 
 
 def summarize_attention(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -110,24 +120,11 @@ def summarize_attention(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -
         values = {c: per_image[c].to_numpy() for c in per_image}
         row = dict(zip(keys, key, strict=True))
         for c, v in values.items():
-            draws = v[idx].mean(1)
-            row.update(
-                {
-                    c: float(v.mean()),
-                    f"{c}_lo": float(np.quantile(draws, 0.025)),
-                    f"{c}_hi": float(np.quantile(draws, 0.975)),
-                }
-            )
+            row.update(_ci_columns(c, v.mean(), v[idx].mean(1)))
         region, image, even = values["to_region"], values["to_image"], expected.to_numpy()
         for column, num, den in (("region_lift", region, even), ("image_share", region, image)):
             draws = num[idx].sum(1) / np.maximum(den[idx].sum(1), 1e-12)
-            row.update(
-                {
-                    column: float(num.sum() / max(den.sum(), 1e-12)),
-                    f"{column}_lo": float(np.quantile(draws, 0.025)),
-                    f"{column}_hi": float(np.quantile(draws, 0.975)),
-                }
-            )
+            row.update(_ci_columns(column, num.sum() / max(den.sum(), 1e-12), draws))
         row.update(even_share=float(g["even_share"].mean()), n_images=len(per_image))
         out.append(row)
     return pd.DataFrame(out)
@@ -162,8 +159,6 @@ def ablate_heads(
     `question` (their `hook_z` slices, before the output projection), whether the true value's first answer token
     outscores every other value's (`correct`) and its log-probability among the values (`logp_true`). Condition
     "none" (nothing zeroed) is always added: the effect of a condition is its difference from it, per record."""
-    from tasks.world import ATTRIBUTE_VALUES, Watch
-
     if question not in ATTRIBUTE_VALUES:
         raise ValueError(f"'{question}' is not a categorical question; choose among {sorted(ATTRIBUTE_VALUES)}")
     values = [str(v) for v in ATTRIBUTE_VALUES[question]]
@@ -228,14 +223,7 @@ def summarize_ablation(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) ->
                 v = table[condition].to_numpy(dtype=float)
                 d = v - table["none"].to_numpy(dtype=float)
                 for label, x in ((c, v), (f"{c}_minus_none", d)):
-                    draws = x[idx].mean(1)
-                    row.update(
-                        {
-                            label: float(x.mean()),
-                            f"{label}_lo": float(np.quantile(draws, 0.025)),
-                            f"{label}_hi": float(np.quantile(draws, 0.975)),
-                        }
-                    )
+                    row.update(_ci_columns(label, x.mean(), x[idx].mean(1)))
             row["n_images"] = len(images)
             out.append(row)
     return pd.DataFrame(out)

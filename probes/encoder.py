@@ -24,10 +24,9 @@ from sklearn.exceptions import ConvergenceWarning
 from models.encoders.semantic import load_semantic
 from models.encoders.vq import load_vq
 from models.features import build_space
-from probes.activations import REGION_GROUPS, watch_labels
+from probes.activations import REGION_GROUPS, region_token_mask, watch_labels
 from probes.linear import NUMERIC, make_probe
 from tasks.records import WorldDataset
-from tasks.render import region_slots
 from tasks.world import Watch
 from unilens.errors import UnilensError
 
@@ -71,11 +70,8 @@ def pooled(x: np.ndarray, pool: str, watches: list[dict] | None = None) -> np.nd
     if pool in REGION_GROUPS:
         if watches is None or len(watches) != len(x):
             raise UnilensError(f"pooling '{pool}' needs one watch per image")
-        side = round(x.shape[1] ** 0.5)
-        if side * side != x.shape[1]:
-            raise UnilensError(f"pooling '{pool}' needs a square token grid; this space has {x.shape[1]} tokens")
-        item = REGION_GROUPS[pool]
-        return np.stack([x[i, region_slots(Watch.from_dict(w), item, side)].mean(0) for i, w in enumerate(watches)])
+        mask = region_token_mask([{"watch": w} for w in watches], pool, x.shape[1]).numpy()
+        return np.stack([x[i, np.flatnonzero(m)].mean(0) for i, m in enumerate(mask)])
     return x.mean(axis=1) if pool == "mean" else x.reshape(len(x), -1)
 
 

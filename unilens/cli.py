@@ -202,9 +202,10 @@ def _attend(args: argparse.Namespace) -> None:
     for item in args.models:
         name, _, path = item.partition("=") if "=" in item else (Path(item).name, "", item)
         models[name] = path
-    summary = run_attention(
+    tables = run_attention(
         models, args.out, args.question, args.region, args.split, args.limit, log=lambda *_: None, ablate=args.ablate
     )
+    summary = tables["attention"]
     top = summary.sort_values("region_lift", ascending=False).groupby("model", sort=False).head(3)
     for r in top.itertuples():
         print(
@@ -212,9 +213,7 @@ def _attend(args: argparse.Namespace) -> None:
             f"of the answer's attention on the item ({r.region_lift:.1f}x an even spread; image {r.to_image:.3f})"
         )
     if args.ablate:
-        import pandas as pd
-
-        for r in pd.read_csv(Path(args.out) / "ablation.csv").itertuples():
+        for r in tables["ablation"].itertuples():
             print(
                 f"{r.model}: {r.condition}: answer right {r.correct:.3f}, "
                 f"{r.correct_minus_none:+.3f} [{r.correct_minus_none_lo:+.3f}, {r.correct_minus_none_hi:+.3f}] "
