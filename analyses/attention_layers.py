@@ -2,8 +2,8 @@
 
 Tidy CSVs (per record x block x head, and summarised with CIs over images) and one figure, for several models. With
 `ablate=K`, a causal check of what the pattern suggests: the K heads that put the most attention on the item are
-zeroed at the answer's position, each alone and all together, against the K heads that put the least on it, and
-the answer is scored among the question's values (`ablation.csv`).
+zeroed where the answer is read out, each alone and all together, against the K heads that put the least on it, and
+the answer is scored among the question's values (`ablation.csv`; `scoring` as `probes.attention.ablate_heads`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def run_attention(
     batch_size: int = 16,
     log=print,
     ablate: int = 0,
+    scoring: str = "auto",
 ) -> dict[str, pd.DataFrame]:
     """{"attention": per model x block x head with CIs, "ablation": per model x condition (empty without `ablate`)},
     both also written to `out` beside the per-record rows and the figure."""
@@ -55,7 +56,9 @@ def run_attention(
         if ablate:
             conditions = _ablation_conditions(rows, ablate)
             try:
-                done = ablate_heads(built.model, records, und, gen, encoder, question, conditions, batch_size, limit)
+                done = ablate_heads(
+                    built.model, records, und, gen, encoder, question, conditions, batch_size, limit, scoring
+                )
             except ValueError as err:
                 raise UnilensError(f"{name}: {err}") from err
             ablations.append(done.assign(model=name, checkpoint=str(ckpt)))

@@ -9,6 +9,8 @@ and what the item's tokens would get if the head spread its image mass evenly (t
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import torch
@@ -27,15 +29,21 @@ from probes.hooks import HookedVLM
 from tasks.world import ATTRIBUTE_VALUES, Watch
 
 
+def _asking(records: list[dict], question: str, limit: int) -> list[dict]:
+    """The understanding records that ask `question` (the first `limit`, 0: all)."""
+    chosen = [r for r in records if r["task"] == "vqa" and asks(r, question)]
+    chosen = chosen[:limit] if limit else chosen
+    if not chosen:
+        raise ValueError(f"no understanding record asks '{question}'")
+    return chosen
+
+
 def _answer_batches(
     records, und_space, gen_space, encoder: Encoder, question: str, batch_size: int, limit: int, device
 ):
     """The understanding records that ask `question` (the first `limit`, 0: all), prompted up to that turn, in
     batches: (records, batch, the answer's position per row)."""
-    chosen = [r for r in records if r["task"] == "vqa" and asks(r, question)]
-    chosen = chosen[:limit] if limit else chosen
-    if not chosen:
-        raise ValueError(f"no understanding record asks '{question}'")
+    chosen = _asking(records, question, limit)
     seqs = _sequences(encoder, chosen, "understand", asking=question)
     for start in range(0, len(chosen), batch_size):
         batch = collate(seqs[start : start + batch_size], und_space, gen_space, encoder.pad_id).to(device)
@@ -130,17 +138,88 @@ def summarize_attention(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -
     return pd.DataFrame(out)
 
 
-def _zero_heads(heads: list[int], head_dim: int, at: torch.Tensor):
-    """A hook_z function that zeroes the given heads' outputs at one position per row (`at`: (batch,))."""
+def _zero_heads(heads: list[int], head_dim: int, where: torch.Tensor):
+    """A hook_z function that zeroes the given heads' outputs at the positions `where` marks ((batch, length),
+    bool)."""
 
     def fn(z: torch.Tensor, _name: str) -> torch.Tensor:
         z = z.clone()
-        rows = torch.arange(z.shape[0], device=z.device)
         for h in heads:
-            z[rows, at, h * head_dim : (h + 1) * head_dim] = 0
+            z[..., h * head_dim : (h + 1) * head_dim][where] = 0
         return z
 
     return fn
+
+
+ABLATION_SCORINGS = ("auto", "first_token", "answer")
+
+
+def _ablation_scoring(encoder: Encoder, question: str, values: list[str], scoring: str) -> str:
+    """The scoring `ablate_heads` uses: "auto" is "first_token" where the values' first tokens differ, else
+    "answer"."""
+    if scoring not in ABLATION_SCORINGS:
+        raise ValueError(f"unknown scoring '{scoring}'; choose among {list(ABLATION_SCORINGS)}")
+    distinct = len({encoder.text(v)[0] for v in values}) == len(values)
+    if scoring == "first_token" and not distinct:
+        raise ValueError(
+            f"the values of '{question}' share a first token: first-token scoring cannot tell them apart "
+            "(use scoring 'answer')"
+        )
+    if scoring == "auto":
+        return "first_token" if distinct else "answer"
+    return scoring
+
+
+def _first_token_scores(model, hidden: torch.Tensor, answer_at: torch.Tensor, candidates: torch.Tensor):
+    """(records, values): each value's log-probability among the values by its first token at the answer's
+    position."""
+    logits = model.text_logits(hidden[torch.arange(len(answer_at), device=hidden.device), answer_at]).float()
+    return torch.log_softmax(logits[:, candidates], dim=-1)
+
+
+def _whole_answer_scores(model, hidden: torch.Tensor, labels: torch.Tensor, spans: list[tuple[int, int]], n: int):
+    """(records, values): each value's log-probability among the values, the sum over its tokens of their
+    teacher-forced log-probabilities (rows record-major: record i's values at rows i * values + j)."""
+    totals = []
+    for row, (lo, hi) in enumerate(spans):
+        logp = model.text_logits(hidden[row, lo:hi]).float().log_softmax(-1)
+        totals.append(logp.gather(1, labels[row, lo:hi, None]).sum())
+    return torch.log_softmax(torch.stack(totals).view(n, -1), dim=-1)
+
+
+def _first_token_batches(records, und_space, gen_space, encoder, question, values, batch_size, limit, device):
+    """(records, batch, the positions to ablate (the answer's), a function of (model, hidden states) giving each
+    record's log-probability of every value among the values by its first token)."""
+    candidates = torch.tensor([encoder.text(v)[0] for v in values], device=device)
+    for part, batch, answer_at in _answer_batches(
+        records, und_space, gen_space, encoder, question, batch_size, limit, device
+    ):
+        where = torch.nn.functional.one_hot(answer_at, batch.tags.shape[1]).bool()
+        yield part, batch, where, partial(_first_token_scores, answer_at=answer_at, candidates=candidates)
+
+
+def _whole_answer_batches(records, und_space, gen_space, encoder, question, values, batch_size, limit, device):
+    """As `_first_token_batches`, scoring each value as a whole answer: every record's prompt is followed by each
+    value and the end of turn (one row per record x value), the value's log-probability is the sum over its
+    tokens, teacher-forced, and the positions to ablate are all those that predict one of its tokens."""
+    eos = encoder.tok.eos_token_id
+    chosen = _asking(records, question, limit)
+    for lo in range(0, len(chosen), batch_size):
+        part = chosen[lo : lo + batch_size]
+        seqs, spans = [], []
+        for prompt in _sequences(encoder, part, "understand", asking=question):
+            for value in values:
+                seq = prompt.prefix(len(prompt), "understand")
+                start = len(seq)
+                seq.add_text([*encoder.text(value), eos], "answer", supervised=True)
+                seqs.append(seq)
+                spans.append((start - 1, len(seq) - 1))  # the positions whose labels are the answer's tokens
+        batch = collate(seqs, und_space, gen_space, encoder.pad_id).to(device)
+        where = torch.zeros(batch.tags.shape, dtype=torch.bool, device=device)
+        for row, (first, last) in enumerate(spans):
+            where[row, first:last] = True
+        score = partial(_whole_answer_scores, labels=batch.labels, spans=spans, n=len(part))
+        yield part, batch, where, score
 
 
 @torch.no_grad()
@@ -154,27 +233,30 @@ def ablate_heads(
     conditions: dict[str, list[tuple[int, int]]],
     batch_size: int = 16,
     limit: int = 0,
+    scoring: str = "auto",
 ) -> pd.DataFrame:
-    """Rows per record x condition: with the condition's (block, head) outputs zeroed at the answer's position of
-    `question` (their `hook_z` slices, before the output projection), whether the true value's first answer token
-    outscores every other value's (`correct`) and its log-probability among the values (`logp_true`). Condition
-    "none" (nothing zeroed) is always added: the effect of a condition is its difference from it, per record."""
+    """Rows per record x condition: with the condition's (block, head) outputs zeroed (their `hook_z` slices, before
+    the output projection) where the answer to `question` is read out, whether the true value outscores every other
+    value of the question (`correct`) and its log-probability among the values (`logp_true`). `scoring`:
+    "first_token" zeroes the heads at the answer's position and scores the values by their first token;
+    "answer" scores each value as a whole answer, teacher-forced, with the heads zeroed at every position that
+    predicts one of its tokens (needed where values share a first token, as top-left / top-right); "auto" takes
+    the first where it can tell the values apart. Condition "none" (nothing zeroed) is always added: the effect of
+    a condition is its difference from it, per record."""
     if question not in ATTRIBUTE_VALUES:
         raise ValueError(f"'{question}' is not a categorical question; choose among {sorted(ATTRIBUTE_VALUES)}")
     values = [str(v) for v in ATTRIBUTE_VALUES[question]]
-    first = [encoder.text(v)[0] for v in values]
-    if len(set(first)) < len(first):
-        raise ValueError(f"the values of '{question}' share a first token: first-token scoring cannot tell them apart")
+    scoring = _ablation_scoring(encoder, question, values, scoring)
     n_layers, n_heads = len(model.blocks), model.base_llm.config.num_attention_heads
     bad = [(k, h) for heads in conditions.values() for k, h in heads if not (0 <= k < n_layers and 0 <= h < n_heads)]
     if bad:
         raise ValueError(f"no such (block, head) {bad}: this LLM has blocks 0..{n_layers - 1}, heads 0..{n_heads - 1}")
     hooked = HookedVLM(model)
     device = next(model.parameters()).device
-    candidates = torch.tensor(first, device=device)
+    batches = _first_token_batches if scoring == "first_token" else _whole_answer_batches
     rows = []
-    for part, batch, answer_at in _answer_batches(
-        records, und_space, gen_space, encoder, question, batch_size, limit, device
+    for part, batch, where, score in batches(
+        records, und_space, gen_space, encoder, question, values, batch_size, limit, device
     ):
         truth = torch.tensor([values.index(str(getattr(Watch.from_dict(r["watch"]), question))) for r in part])
         for name, heads in {"none": [], **conditions}.items():
@@ -182,19 +264,19 @@ def ablate_heads(
             for k, h in heads:
                 by_layer.setdefault(k, []).append(h)
             fns = [
-                (f"blocks.{k}.hook_z", _zero_heads(hs, model.blocks[k].self_attn.head_dim, answer_at))
+                (f"blocks.{k}.hook_z", _zero_heads(hs, model.blocks[k].self_attn.head_dim, where))
                 for k, hs in by_layer.items()
             ]
             with hooked.hooks(fns):
                 hidden = model.hidden(batch)
-            logits = model.text_logits(hidden[torch.arange(len(part), device=device), answer_at]).float()
-            logp = torch.log_softmax(logits[:, candidates], dim=-1).cpu()
+            logp = score(model, hidden).cpu()
             for i, record in enumerate(part):
                 rows.append(
                     {
                         "image": record["image"],
                         "record": record["id"],
                         "question": question,
+                        "scoring": scoring,
                         "condition": name,
                         "heads": " ".join(f"{k}.{h}" for k, h in heads),
                         "correct": bool(logp[i].argmax() == truth[i]),
@@ -207,7 +289,7 @@ def ablate_heads(
 def summarize_ablation(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per condition (and model): accuracy and mean log-probability of the true value, and their differences from
     "none" paired per record, each with a 95% CI over images (images drawn once per replicate for every condition)."""
-    keys = [k for k in ("model", "question") if k in rows]
+    keys = [k for k in ("model", "question", "scoring") if k in rows]
     out = []
     for key, g in rows.groupby(keys, sort=False) if keys else [((), rows)]:
         wide = {

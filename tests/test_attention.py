@@ -175,3 +175,58 @@ def test_zeroing_a_head_removes_exactly_its_share_of_the_attention_output(loaded
     assert summary.loc["one", "logp_true_minus_none"] == pytest.approx((got - none).mean())
     with pytest.raises(ValueError, match="no such"):
         ablate_heads(model, records, und, gen, enc, "weather", {"bad": [(layer, 99)]})
+
+
+def test_whole_answer_ablation_scores_values_that_share_a_first_token(loaded_vq_run):
+    """The corners (top-left / top-right) share their first token: "answer" scoring sums each value's tokens,
+    teacher-forced, one unpadded sequence at a time by hand here, and zeroes the head at every position that
+    predicts one of them (by hand: its share of the attention output subtracted at those positions only)."""
+    from probes.attention import ablate_heads
+    from tasks.world import ATTRIBUTE_VALUES
+
+    built, dataset, und, gen = loaded_vq_run
+    model = built.model.eval()
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    question = "weather_pos"
+    records = [r for r in dataset.test if r["task"] == "vqa" and asks(r, question)][:3]
+    layer, head = len(model.blocks) - 1, 0
+    with pytest.raises(ValueError, match="share a first token"):
+        ablate_heads(model, records, und, gen, enc, question, {}, scoring="first_token")
+    rows = ablate_heads(model, records, und, gen, enc, question, {"one": [(layer, head)]}, batch_size=2)
+    assert set(rows["scoring"]) == {"answer"} and len(rows) == 2 * len(records)
+
+    hooked = HookedVLM(model)
+    attn = model.blocks[layer].self_attn
+    dh = attn.head_dim
+    values = [str(v) for v in ATTRIBUTE_VALUES[question]]
+    eos = built.tokenizer.eos_token_id
+    for condition in ("none", "one"):
+        expected = []
+        for rec in records:
+            prompt = next(seq for seq, attribute, _ in question_prompts(enc, rec) if attribute == question)
+            totals = []
+            for value in values:
+                answer = [*enc.text(value), eos]
+                seq = prompt.prefix(len(prompt), "understand")
+                seq.add_text(answer, "answer", supervised=True)
+                batch = collate([seq], und, gen, enc.pad_id)
+                span = slice(len(prompt) - 1, len(seq) - 1)
+                hooks = []
+                if condition == "one":
+                    _, cache = hooked.run_with_cache(batch, [f"blocks.{layer}.hook_z"])
+                    only = torch.zeros_like(cache[f"blocks.{layer}.hook_z"])
+                    only[0, span, head * dh : (head + 1) * dh] = cache[f"blocks.{layer}.hook_z"][
+                        0, span, head * dh : (head + 1) * dh
+                    ]
+                    with torch.no_grad():
+                        share = attn.o_proj(only) - attn.o_proj(torch.zeros_like(only))
+                    hooks = [(f"blocks.{layer}.hook_attn_out", lambda x, _n, share=share: x - share)]
+                with torch.no_grad(), hooked.hooks(hooks):
+                    logp = model.text_logits(model.hidden(batch)[0, span]).float().log_softmax(-1)
+                totals.append(float(logp[torch.arange(len(answer)), torch.tensor(answer)].sum()))
+            truth = values.index(str(rec["watch"][question]))
+            expected.append(float(torch.log_softmax(torch.tensor(totals), 0)[truth]))
+        got = rows[rows["condition"] == condition]["logp_true"].to_numpy()
+        assert abs(got - expected).max() < 1e-4, condition
+    moved = rows[rows["condition"] == "one"]["logp_true"].to_numpy() - rows[rows["condition"] == "none"]["logp_true"]
+    assert abs(moved.to_numpy()).max() > 1e-6  # the head mattered: the by-hand check of "one" is not vacuous

@@ -203,7 +203,15 @@ def _attend(args: argparse.Namespace) -> None:
         name, _, path = item.partition("=") if "=" in item else (Path(item).name, "", item)
         models[name] = path
     tables = run_attention(
-        models, args.out, args.question, args.region, args.split, args.limit, log=lambda *_: None, ablate=args.ablate
+        models,
+        args.out,
+        args.question,
+        args.region,
+        args.split,
+        args.limit,
+        log=lambda *_: None,
+        ablate=args.ablate,
+        scoring=args.scoring,
     )
     summary = tables["attention"]
     top = summary.sort_values("region_lift", ascending=False).groupby("model", sort=False).head(3)
@@ -215,7 +223,7 @@ def _attend(args: argparse.Namespace) -> None:
     if args.ablate:
         for r in tables["ablation"].itertuples():
             print(
-                f"{r.model}: {r.condition}: answer right {r.correct:.3f}, "
+                f"{r.model}: {r.condition} ({r.scoring} scoring): answer right {r.correct:.3f}, "
                 f"{r.correct_minus_none:+.3f} [{r.correct_minus_none_lo:+.3f}, {r.correct_minus_none_hi:+.3f}] "
                 f"against nothing zeroed; log-prob of the truth {r.logp_true_minus_none:+.3f} "
                 f"[{r.logp_true_minus_none_lo:+.3f}, {r.logp_true_minus_none_hi:+.3f}]"
@@ -436,8 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--ablate",
         type=int,
         default=0,
-        help="zero the K heads that look most at the item (each, and together) and K that look least, at the "
-        "answer's position, and score the answer: ablation.csv",
+        help="zero the K heads that look most at the item (each, and together) and K that look least, where the "
+        "answer is read out, and score the answer: ablation.csv",
+    )
+    at_.add_argument(
+        "--scoring",
+        default="auto",
+        choices=["auto", "first_token", "answer"],
+        help="how --ablate scores: first_token (heads zeroed at the answer's position, values by first token), "
+        "answer (each value as a whole answer, heads zeroed wherever it is predicted: for values that share a "
+        "first token, e.g. the corners); auto: first_token where the values' first tokens differ",
     )
     at_.set_defaults(func=_attend)
 
