@@ -98,6 +98,17 @@ def _test_records(dataset: WorldDataset, task: str, limit: int, split: str = "te
 GRID_HEADER = 16  # pixels of column titles above a grid's first row
 
 
+def span_scores(model, hidden: torch.Tensor, labels: torch.Tensor, spans: list[tuple[int, int, int]]):
+    """Teacher-forced (log-probability, all tokens argmax-correct) of each (row, start, end) token span of a batch
+    whose hidden states are given (start: the span's first token; labels shifted, the label at p is token p + 1)."""
+    logp = model.text_logits(hidden).float().log_softmax(-1)
+    out = []
+    for row, start, end in spans:
+        lab, lp = labels[row, start - 1 : end - 1], logp[row, start - 1 : end - 1]
+        out.append((float(lp.gather(1, lab[:, None]).sum()), float((lp.argmax(-1) == lab).all())))
+    return out
+
+
 class Evaluator:
     def __init__(self, built: Built, dataset: WorldDataset, cache_dir: str | Path, cfg: EvalConfig):
         self.built = built
@@ -139,14 +150,8 @@ class Evaluator:
 
     @torch.no_grad()
     def _span_scores(self, batch, spans: list[tuple[int, int, int]]) -> list[tuple[float, float]]:
-        """Teacher-forced (log-probability, all tokens argmax-correct) of each (row, start, end) token span."""
-        logp = self.model.text_logits(self.model.hidden(batch.to(self.device))).float().log_softmax(-1)
-        labels = batch.labels.to(self.device)
-        out = []
-        for row, start, end in spans:
-            lab, lp = labels[row, start - 1 : end - 1], logp[row, start - 1 : end - 1]
-            out.append((float(lp.gather(1, lab[:, None]).sum()), float((lp.argmax(-1) == lab).all())))
-        return out
+        batch = batch.to(self.device)
+        return span_scores(self.model, self.model.hidden(batch), batch.labels, spans)
 
     @torch.no_grad()
     def image_reliance(self) -> pd.DataFrame:

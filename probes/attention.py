@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.evaluate import span_scores
 from models.sequence import TAG, Encoder, collate
 from probes.activations import (
     PROMPT_END,
@@ -177,14 +178,11 @@ def _first_token_scores(model, hidden: torch.Tensor, answer_at: torch.Tensor, ca
     return torch.log_softmax(logits[:, candidates], dim=-1)
 
 
-def _whole_answer_scores(model, hidden: torch.Tensor, labels: torch.Tensor, spans: list[tuple[int, int]], n: int):
+def _whole_answer_scores(model, hidden: torch.Tensor, labels: torch.Tensor, spans: list[tuple[int, int, int]], n: int):
     """(records, values): each value's log-probability among the values, the sum over its tokens of their
     teacher-forced log-probabilities (rows record-major: record i's values at rows i * values + j)."""
-    totals = []
-    for row, (lo, hi) in enumerate(spans):
-        logp = model.text_logits(hidden[row, lo:hi]).float().log_softmax(-1)
-        totals.append(logp.gather(1, labels[row, lo:hi, None]).sum())
-    return torch.log_softmax(torch.stack(totals).view(n, -1), dim=-1)
+    totals = torch.tensor([logp for logp, _ in span_scores(model, hidden, labels, spans)])
+    return torch.log_softmax(totals.view(n, -1), dim=-1)
 
 
 def _first_token_batches(records, und_space, gen_space, encoder, question, values, batch_size, limit, device):
@@ -212,12 +210,12 @@ def _whole_answer_batches(records, und_space, gen_space, encoder, question, valu
                 seq = prompt.prefix(len(prompt), "understand")
                 start = len(seq)
                 seq.add_text([*encoder.text(value), eos], "answer", supervised=True)
+                spans.append((len(seqs), start, len(seq)))
                 seqs.append(seq)
-                spans.append((start - 1, len(seq) - 1))  # the positions whose labels are the answer's tokens
         batch = collate(seqs, und_space, gen_space, encoder.pad_id).to(device)
         where = torch.zeros(batch.tags.shape, dtype=torch.bool, device=device)
-        for row, (first, last) in enumerate(spans):
-            where[row, first:last] = True
+        for row, start, end in spans:
+            where[row, start - 1 : end - 1] = True  # the positions whose labels are the answer's tokens
         score = partial(_whole_answer_scores, labels=batch.labels, spans=spans, n=len(part))
         yield part, batch, where, score
 

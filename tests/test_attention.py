@@ -128,6 +128,20 @@ def test_cli_attend_writes_tables_and_a_figure(trained_runs, tmp_path):
     assert bad.returncode != 0 and "nowhere" in bad.stderr
 
 
+def _head_share(model, hooked: HookedVLM, batch, layer: int, head: int, where: torch.Tensor) -> torch.Tensor:
+    """By hand: what block `layer`'s output projection makes of head `head`'s slice of hook_z at the positions
+    `where` marks ((batch, length), bool), the rest zero: the part of the attention output that zeroing the head
+    there should remove."""
+    attn = model.blocks[layer].self_attn
+    _, cache = hooked.run_with_cache(batch, [f"blocks.{layer}.hook_z"])
+    z = cache[f"blocks.{layer}.hook_z"]
+    heads = slice(head * attn.head_dim, (head + 1) * attn.head_dim)
+    only = torch.zeros_like(z)
+    only[..., heads][where] = z[..., heads][where]
+    with torch.no_grad():
+        return attn.o_proj(only) - attn.o_proj(torch.zeros_like(only))
+
+
 def test_zeroing_a_head_removes_exactly_its_share_of_the_attention_output(loaded_vq_run):
     """Zeroing head h's slice of hook_z at the answer's position equals subtracting what the output projection makes
     of that slice from the block's attention output there: the ablation touches one head at one position."""
@@ -149,18 +163,10 @@ def test_zeroing_a_head_removes_exactly_its_share_of_the_attention_output(loaded
     batch = collate(seqs, und, gen, enc.pad_id)
     at = group_mask(batch.tags, PROMPT_END).argmax(1)
     hooked = HookedVLM(model)
-    attn = model.blocks[layer].self_attn
-    _, cache = hooked.run_with_cache(batch, [f"blocks.{layer}.hook_z"])
-    only = torch.zeros_like(cache[f"blocks.{layer}.hook_z"])
     rows_of = torch.arange(len(records))
-    dh = attn.head_dim
-    only[rows_of, at, head * dh : (head + 1) * dh] = cache[f"blocks.{layer}.hook_z"][
-        rows_of, at, head * dh : (head + 1) * dh
-    ]
-    with torch.no_grad():
-        share = attn.o_proj(only) - attn.o_proj(torch.zeros_like(only))
-        with hooked.hooks([(f"blocks.{layer}.hook_attn_out", lambda x, _n: x - share)]):
-            hidden = model.hidden(batch)
+    share = _head_share(model, hooked, batch, layer, head, torch.nn.functional.one_hot(at, batch.tags.shape[1]).bool())
+    with torch.no_grad(), hooked.hooks([(f"blocks.{layer}.hook_attn_out", lambda x, _n: x - share)]):
+        hidden = model.hidden(batch)
     first = torch.tensor([enc.text(str(v))[0] for v in ATTRIBUTE_VALUES["weather"]])
     logp = torch.log_softmax(model.text_logits(hidden[rows_of, at]).float()[:, first], dim=-1)
     truth = [list(map(str, ATTRIBUTE_VALUES["weather"])).index(r["watch"]["weather"]) for r in records]
@@ -196,8 +202,6 @@ def test_whole_answer_ablation_scores_values_that_share_a_first_token(loaded_vq_
     assert set(rows["scoring"]) == {"answer"} and len(rows) == 2 * len(records)
 
     hooked = HookedVLM(model)
-    attn = model.blocks[layer].self_attn
-    dh = attn.head_dim
     values = [str(v) for v in ATTRIBUTE_VALUES[question]]
     eos = built.tokenizer.eos_token_id
     for condition in ("none", "one"):
@@ -213,13 +217,9 @@ def test_whole_answer_ablation_scores_values_that_share_a_first_token(loaded_vq_
                 span = slice(len(prompt) - 1, len(seq) - 1)
                 hooks = []
                 if condition == "one":
-                    _, cache = hooked.run_with_cache(batch, [f"blocks.{layer}.hook_z"])
-                    only = torch.zeros_like(cache[f"blocks.{layer}.hook_z"])
-                    only[0, span, head * dh : (head + 1) * dh] = cache[f"blocks.{layer}.hook_z"][
-                        0, span, head * dh : (head + 1) * dh
-                    ]
-                    with torch.no_grad():
-                        share = attn.o_proj(only) - attn.o_proj(torch.zeros_like(only))
+                    where = torch.zeros(batch.tags.shape, dtype=torch.bool)
+                    where[0, span] = True
+                    share = _head_share(model, hooked, batch, layer, head, where)
                     hooks = [(f"blocks.{layer}.hook_attn_out", lambda x, _n, share=share: x - share)]
                 with torch.no_grad(), hooked.hooks(hooks):
                     logp = model.text_logits(model.hidden(batch)[0, span]).float().log_softmax(-1)
