@@ -495,12 +495,25 @@ class Evaluator:
         return [ids[j] for j in best]
 
 
+def asked_before(table: pd.DataFrame) -> pd.Series:
+    """Per row (image x attribute x turn): whether an earlier turn of the image's record asked the same attribute
+    (test records hold one VQA conversation per image)."""
+    return table["turn"] > table.groupby(["image", "attribute"])["turn"].transform("min")
+
+
 def by_turn(table: pd.DataFrame, task: str) -> list[tuple[str, pd.DataFrame]]:
-    """(task name, rows) for every turn, the first turn (what the paper scores) and the later turns. Why the split:
-    a later question stands further from the image, and a read-out that rides on the relative distance (RoPE) can
-    be right after the image and wrong one turn later (docs/results/2026-11-22, recipe_search)."""
+    """(task name, rows) for every turn, the first turn (what the paper scores) and the later turns; where some
+    turn repeats an earlier turn's question, also the repeated questions and the rest. Why the first split: a later
+    question stands further from the image, and a read-out that rides on the relative distance (RoPE) can be right
+    after the image and wrong one turn later (docs/results/2026-11-22, recipe_search). Why the second: a training
+    layout that asks every attribute once (`vqa_turns: all`) never repeats a question, and a model can learn that a
+    later corner differs from the corners already answered, true of two items but not of one item asked twice
+    (docs/results/2026-12-07, stop 53)."""
     parts = [(task, table), (f"{task}_first_turn", table[table["turn"] == 0])]
     parts.append((f"{task}_later_turns", table[table["turn"] > 0]))
+    repeated = asked_before(table) if len(table) else pd.Series(dtype=bool)
+    if repeated.any():
+        parts += [(f"{task}_repeated_questions", table[repeated]), (f"{task}_new_questions", table[~repeated])]
     return [(name, rows) for name, rows in parts if len(rows)]
 
 

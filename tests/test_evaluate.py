@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.build import build_model, build_spaces
-from models.evaluate import GRID_HEADER, EvalConfig, Evaluator, checkpoints_of, run_eval, summary_table
+from models.evaluate import GRID_HEADER, EvalConfig, Evaluator, asked_before, checkpoints_of, run_eval, summary_table
 from models.fingerprint import DEPENDENCY_OF_PART
 from models.generate import collate_prompts, generate_image_tokens, generation_prompt, greedy_answers, question_prompts
 from models.presets import FreezeConfig
@@ -139,6 +139,30 @@ def test_summary_splits_first_and_later_turns():
     assert overall.loc["vqa_choice_first_turn", "mean"] == 1.0 and overall.loc["vqa_choice_first_turn", "n"] == 3
     assert overall.loc["vqa_choice_later_turns", "mean"] == 0.0 and overall.loc["vqa_choice_later_turns", "n"] == 6
     assert overall.loc["vqa_choice", "mean"] == pytest.approx(1 / 3)
+
+
+def test_summary_splits_repeated_questions():
+    """Hand-made greedy answers: image "a" asks the battery's corner twice (turns 0 and 2, the repeat answered
+    wrong), image "b" asks it once at turn 1 (right). Repeated questions are scored apart from the rest; an image
+    without a repeat adds no split."""
+    rows = [
+        {"image": "a", "attribute": "battery_pos", "turn": 0, "exact": 1.0, "soft": 1.0},
+        {"image": "a", "attribute": "weather", "turn": 1, "exact": 1.0, "soft": 1.0},
+        {"image": "a", "attribute": "battery_pos", "turn": 2, "exact": 0.0, "soft": 0.0},
+        {"image": "b", "attribute": "weather", "turn": 0, "exact": 1.0, "soft": 1.0},
+        {"image": "b", "attribute": "battery_pos", "turn": 1, "exact": 1.0, "soft": 1.0},
+    ]
+    vqa = pd.DataFrame(rows).assign(value="x", hour=float("nan"))
+    assert asked_before(vqa).tolist() == [False, False, True, False, False]
+    empty = pd.DataFrame()
+    summary = summary_table(vqa, empty, empty, n_boot=50)
+    exact = summary[(summary["value"] == "all") & (summary["metric"] == "exact")].set_index(["task", "attribute"])
+    assert exact.loc[("vqa_repeated_questions", "battery_pos"), ["mean", "n"]].tolist() == [0.0, 1]
+    assert exact.loc[("vqa_new_questions", "battery_pos"), ["mean", "n"]].tolist() == [1.0, 2]
+    assert exact.loc[("vqa_later_turns", "battery_pos"), "mean"] == 0.5
+    assert ("vqa_repeated_questions", "weather") not in exact.index
+    once = summary_table(vqa[vqa["turn"] < 2], empty, empty, n_boot=50)
+    assert not once["task"].str.contains("repeated|new_questions").any()
 
 
 def test_eval_bad_target(tmp_path):
