@@ -30,7 +30,7 @@ from models.generate import (
 )
 from models.presets import manifest_preset
 from models.reader import AttributeReader, labels_of
-from models.sequence import Encoder, collate
+from models.sequence import Encoder, Sequence, collate
 from tasks.records import WorldDataset
 from tasks.render import render_array
 from tasks.scoring import score_caption, score_vqa, summarize
@@ -98,14 +98,33 @@ def _test_records(dataset: WorldDataset, task: str, limit: int, split: str = "te
 GRID_HEADER = 16  # pixels of column titles above a grid's first row
 
 
+def answered(prompt: Sequence, value_ids: list[int], eos: int) -> tuple[Sequence, int]:
+    """The prompt followed by a candidate answer and the end of turn, teacher-forced (supervised): the sequence and
+    the answer's first position, the span (start, len(sequence)) that `span_scores` scores."""
+    seq = prompt.prefix(len(prompt), "understand")
+    start = len(seq)
+    seq.add_text([*value_ids, eos], "answer", supervised=True)
+    return seq, start
+
+
 def span_scores(model, hidden: torch.Tensor, labels: torch.Tensor, spans: list[tuple[int, int, int]]):
     """Teacher-forced (log-probability, all tokens argmax-correct) of each (row, start, end) token span of a batch
-    whose hidden states are given (start: the span's first token; labels shifted, the label at p is token p + 1)."""
-    logp = model.text_logits(hidden).float().log_softmax(-1)
-    out = []
-    for row, start, end in spans:
-        lab, lp = labels[row, start - 1 : end - 1], logp[row, start - 1 : end - 1]
-        out.append((float(lp.gather(1, lab[:, None]).sum()), float((lp.argmax(-1) == lab).all())))
+    whose hidden states are given (start: the span's first token; labels shifted, the label at p is token p + 1).
+    Only the spans' positions go through the output layer: with a real LLM's vocabulary (150k for Qwen2) the
+    log-probabilities of every position of a batch of prompts with their image tokens would take gigabytes."""
+    if not spans:
+        return []
+    rows = torch.cat([torch.full((end - start,), row) for row, start, end in spans]).to(hidden.device)
+    positions = torch.cat([torch.arange(start - 1, end - 1) for _row, start, end in spans]).to(hidden.device)
+    logp = model.text_logits(hidden[rows, positions]).float().log_softmax(-1)
+    lab = labels[rows, positions]
+    token_logp = logp.gather(1, lab[:, None]).squeeze(1)
+    hit = logp.argmax(-1) == lab
+    out, lo = [], 0
+    for _row, start, end in spans:
+        hi = lo + end - start
+        out.append((float(token_logp[lo:hi].sum()), float(hit[lo:hi].all())))
+        lo = hi
     return out
 
 
@@ -299,11 +318,8 @@ class Evaluator:
                     continue
                 truth = str(getattr(watch, attribute))
                 for candidate in ATTRIBUTE_VALUES[attribute]:
-                    seq = prompt.prefix(len(prompt), "understand")
-                    start = len(seq)
-                    seq.add_text(self.encoder.text(str(candidate)), "answer", supervised=True)
-                    seq.add_text([self.built.tokenizer.eos_token_id], "answer", supervised=True)
-                    seqs.append((seq, start))
+                    ids = self.encoder.text(str(candidate))
+                    seqs.append(answered(prompt, ids, self.built.tokenizer.eos_token_id))
                     rows.append(
                         {
                             "image": rec["image"],

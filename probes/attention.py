@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.evaluate import span_scores
+from models.evaluate import answered, span_scores
 from models.sequence import TAG, Encoder, collate
 from probes.activations import (
     PROMPT_END,
@@ -207,9 +207,7 @@ def _whole_answer_batches(records, und_space, gen_space, encoder, question, valu
         seqs, spans = [], []
         for prompt in _sequences(encoder, part, "understand", asking=question):
             for value in values:
-                seq = prompt.prefix(len(prompt), "understand")
-                start = len(seq)
-                seq.add_text([*encoder.text(value), eos], "answer", supervised=True)
+                seq, start = answered(prompt, encoder.text(value), eos)
                 spans.append((len(seqs), start, len(seq)))
                 seqs.append(seq)
         batch = collate(seqs, und_space, gen_space, encoder.pad_id).to(device)

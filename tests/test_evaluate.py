@@ -301,6 +301,33 @@ def test_choice_scores_match_teacher_forced_answers_and_restrict(loaded_vq_run, 
     assert set(w["candidate"]) <= {"cloudy", "raining"} and set(w["value"]) <= {"cloudy", "raining"}
 
 
+def test_span_scores_equal_scoring_every_position(loaded_vq_run, trained_runs):
+    """Scoring only the spans' positions gives what the log-probabilities of the whole batch give."""
+    from models.evaluate import span_scores
+    from models.sequence import collate
+
+    built, dataset, und, gen = loaded_vq_run
+    enc = Encoder(built.tokenizer, und.num_tokens)
+    seqs = [enc.record(r) for r in dataset.test if r["task"] == "vqa"][:5]
+    batch = collate(seqs, und, gen, enc.pad_id)
+    spans = [(j, start, end) for j, s in enumerate(seqs) for start, end, _ in s.answers]
+    with torch.no_grad():
+        hidden = built.model.eval().hidden(batch)
+        logp = built.model.text_logits(hidden).float().log_softmax(-1)
+    # the toy model answers no span exactly: make the first span's labels its own argmax, so that one span is
+    row, start, end = spans[0]
+    batch.labels[row, start - 1 : end - 1] = logp[row, start - 1 : end - 1].argmax(-1)
+    expected = []
+    for row, start, end in spans:
+        lab, lp = batch.labels[row, start - 1 : end - 1], logp[row, start - 1 : end - 1]
+        expected.append((float(lp.gather(1, lab[:, None]).sum()), float((lp.argmax(-1) == lab).all())))
+    got = span_scores(built.model, hidden, batch.labels, spans)
+    assert len(spans) > len(seqs) and [e for _, e in got] == [e for _, e in expected]
+    assert {e for _, e in got} == {0.0, 1.0}
+    assert np.allclose([g for g, _ in got], [e for e, _ in expected], atol=1e-5)
+    assert span_scores(built.model, hidden, batch.labels, []) == []
+
+
 def test_frechet_distance_is_zero_for_one_set_and_the_squared_shift_for_a_moved_one():
     import numpy as np
 
