@@ -53,6 +53,11 @@ class DataConfig:
     # With vqa_turns "all": the attributes training VQA records ask (empty: all five). Why offered: a focused arm,
     # e.g. [time], asks whether the model can learn to read one attribute at all when every question is about it.
     vqa_attributes: list[str] = field(default_factory=list)
+    # With vqa_turns "all": the chance that a training VQA record asks one of its attributes again, reworded, at a
+    # random later turn. Why offered: test records keep the paper's layout, where about one question in nine repeats
+    # an earlier turn's; trained on a layout that never repeats, vq-vq answered a repeated corner question with a
+    # corner it had not given yet (docs/results/2026-12-07, stop 53: new questions 0.98-1.00, repeated 0.13-0.23).
+    vqa_repeat: float = 0.0
     # Extra training VQA records, each asking one of these attributes alone (e.g. [time]), extra_vqa_per_image of
     # them per image with understanding records, beside that image's usual records (which stay byte-identical). Why
     # offered: a share of focused questions in every batch of the mixed data; a separate time-only first stage
@@ -83,6 +88,10 @@ class DataConfig:
             raise UnilensError(f"vqa_attributes: unknown attribute(s) {unknown}; choose among {list(ALL_ATTRIBUTES)}")
         if self.vqa_attributes and self.vqa_turns != "all":
             raise UnilensError("vqa_attributes needs vqa_turns: all (the paper's layout draws its own attributes)")
+        if not 0.0 <= self.vqa_repeat <= 1.0:
+            raise UnilensError(f"vqa_repeat is {self.vqa_repeat}; it is a probability, between 0 and 1")
+        if self.vqa_repeat and self.vqa_turns != "all":
+            raise UnilensError("vqa_repeat needs vqa_turns: all (the paper's layout draws its own repeats)")
         unknown = [a for a in self.extra_vqa_attributes if a not in ALL_ATTRIBUTES]
         if unknown:
             raise UnilensError(
@@ -235,7 +244,7 @@ def make_dataset(cfg: DataConfig, out: str | Path, overwrite: bool = False, prog
                 for rec in records:
                     if rec["task"] == "vqa":
                         rec["conversations"] = vqa_conversation(
-                            watch, turns_rng, cfg.vqa_turns, tuple(cfg.vqa_attributes)
+                            watch, turns_rng, cfg.vqa_turns, tuple(cfg.vqa_attributes), cfg.vqa_repeat
                         )
             train.extend(records)
             if "vqa" in role_tasks[role]:

@@ -147,17 +147,22 @@ def all_attributes(rng: np.random.Generator) -> list[str]:
 
 
 def vqa_conversation(
-    watch: Watch, rng: np.random.Generator, turns: str = "paper", only: tuple[str, ...] = ()
+    watch: Watch, rng: np.random.Generator, turns: str = "paper", only: tuple[str, ...] = (), repeat: float = 0.0
 ) -> list[dict]:
     """A VQA record: the paper's turn layout (`vqa_attributes`), or every attribute once ("all"); `only` keeps the
-    "all" layout's turns about those attributes (their order still drawn)."""
+    "all" layout's turns about those attributes (their order still drawn). With probability `repeat` ("all" only),
+    one of the record's attributes is asked again, reworded, at a random later turn."""
     if turns not in VQA_TURNS:
         raise UnilensError(f"unknown vqa_turns '{turns}'; choose one of {list(VQA_TURNS)}")
     attrs = vqa_attributes(rng) if turns == "paper" else all_attributes(rng)
+    if (only or repeat) and turns == "paper":
+        raise UnilensError("restricting or repeating VQA turns needs vqa_turns: all (the paper's layout draws its own)")
     if only:
-        if turns == "paper":
-            raise UnilensError("restricting VQA turns to some attributes needs vqa_turns: all")
         attrs = [a for a in attrs if a in only]
+    # no draw at repeat 0, so that every existing dataset stays byte-identical
+    if repeat > 0 and attrs and rng.random() < repeat:
+        first = int(rng.integers(len(attrs)))
+        attrs.insert(int(rng.integers(first + 1, len(attrs) + 1)), attrs[first])
     conv = []
     for i, attr in enumerate(attrs):
         q = _pick(rng, QUESTIONS[attr])

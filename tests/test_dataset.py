@@ -106,6 +106,31 @@ def test_vqa_attributes_keeps_only_the_named_questions_in_training(tmp_path):
     assert (dense.folder / "test.jsonl").read_bytes() == (focused.folder / "test.jsonl").read_bytes()
 
 
+def test_vqa_repeat_asks_one_attribute_again_later_with_the_same_answer(tmp_path):
+    dense = load_dataset(make_dataset(tiny(vqa_turns="all"), tmp_path / "d", progress=False))
+    repeat = load_dataset(make_dataset(tiny(vqa_turns="all", vqa_repeat=0.5), tmp_path / "r", progress=False))
+    vqa = [r for r in repeat.train if r["task"] == "vqa"]
+    repeated, gaps = 0, set()
+    for rec in vqa:
+        asked = [t["attribute"] for t in rec["conversations"][::2]]
+        answers = [t["value"] for t in rec["conversations"][1::2]]
+        assert set(asked) == {"weather", "time", "battery", "weather_pos", "battery_pos"}
+        assert rec["conversations"][0]["value"].startswith("<image>\n")
+        assert all("<image>" not in t["value"] for t in rec["conversations"][1:])
+        if len(asked) == 6:
+            again = next(a for a in set(asked) if asked.count(a) == 2)
+            first, second = (i for i, a in enumerate(asked) if a == again)
+            assert answers[first] == answers[second]
+            gaps.add(second - first)
+            repeated += 1
+        else:
+            assert len(asked) == 5
+    assert 0.3 < repeated / len(vqa) < 0.7 and len(gaps) > 2  # about half, at varying distances
+    assert len(vqa) == len([r for r in dense.train if r["task"] == "vqa"])
+    assert (dense.folder / "test.jsonl").read_bytes() == (repeat.folder / "test.jsonl").read_bytes()
+    assert [r for r in dense.train if r["task"] != "vqa"] == [r for r in repeat.train if r["task"] != "vqa"]
+
+
 def test_extra_vqa_records_add_focused_questions_and_leave_every_other_record_unchanged(tmp_path):
     dense = load_dataset(make_dataset(tiny(vqa_turns="all"), tmp_path / "d", progress=False))
     extra = load_dataset(
@@ -240,6 +265,8 @@ BAD_CONFIGS = {
     "unknown vqa_turns": ("n_images: 10\nvqa_turns: every\n", "vqa_turns"),
     "unknown vqa attribute": ("n_images: 10\nvqa_turns: all\nvqa_attributes: [clock]\n", "vqa_attributes"),
     "vqa attributes on the paper layout": ("n_images: 10\nvqa_attributes: [time]\n", "vqa_turns: all"),
+    "vqa repeat on the paper layout": ("n_images: 10\nvqa_repeat: 0.2\n", "vqa_turns: all"),
+    "vqa repeat above one": ("n_images: 10\nvqa_turns: all\nvqa_repeat: 1.5\n", "vqa_repeat"),
     "unknown extra vqa attribute": ("n_images: 10\nextra_vqa_attributes: [clock]\nextra_vqa_per_image: 1\n", "clock"),
     "extra vqa without a count": ("n_images: 10\nextra_vqa_attributes: [time]\n", "extra_vqa_per_image"),
     "shared but biased": ("n_images: 10\nund_frequencies: {weather: {sunny: 1.0}}\n", "share_images: false"),
