@@ -230,3 +230,14 @@ def test_whole_answer_ablation_scores_values_that_share_a_first_token(loaded_vq_
         assert abs(got - expected).max() < 1e-4, condition
     moved = rows[rows["condition"] == "one"]["logp_true"].to_numpy() - rows[rows["condition"] == "none"]["logp_true"]
     assert abs(moved.to_numpy()).max() > 1e-6  # the head mattered: the by-hand check of "one" is not vacuous
+
+
+def test_cli_offers_the_ablation_scorings_the_library_knows():
+    """The CLI spells the choices out (importing the library would load torch to build the parser): they must
+    stay the library's."""
+    from probes.attention import ABLATION_SCORINGS
+    from unilens.cli import build_parser
+
+    attend = build_parser()._subparsers._group_actions[0].choices["attend"]
+    scoring = next(a for a in attend._actions if a.dest == "scoring")
+    assert tuple(scoring.choices) == ABLATION_SCORINGS and scoring.default in ABLATION_SCORINGS
