@@ -91,7 +91,14 @@ def _decoded(vq, codes: torch.Tensor, batch: int = 64) -> np.ndarray:
 
 
 def _test_records(dataset: WorldDataset, task: str, limit: int, split: str = "test") -> list[dict]:
-    rows = [r for r in (dataset.test if split == "test" else dataset.train) if r["task"] == task]
+    """The split's records of one task, the first of each image: every table keys a question by image, attribute and
+    turn, and a training split can hold more records of an image (`extra_vqa_per_image`'s one-question records, after
+    the image's own), which would be scored as turns of one conversation."""
+    seen, rows = set(), []
+    for r in dataset.test if split == "test" else dataset.train:
+        if r["task"] == task and r["image"] not in seen:
+            seen.add(r["image"])
+            rows.append(r)
     return rows[:limit] if limit else rows
 
 
@@ -513,7 +520,7 @@ class Evaluator:
 
 def asked_before(table: pd.DataFrame) -> pd.Series:
     """Per row (image x attribute x turn): whether an earlier turn of the image's record asked the same attribute
-    (test records hold one VQA conversation per image)."""
+    (the evaluator scores one VQA conversation per image)."""
     return table["turn"] > table.groupby(["image", "attribute"])["turn"].transform("min")
 
 

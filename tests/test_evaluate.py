@@ -427,6 +427,32 @@ def test_train_split_scores_training_images_into_its_own_folder(trained_runs, tm
         run_eval(run, None, EvalConfig(split="val"), None)
 
 
+def test_a_training_split_with_extra_records_is_scored_one_conversation_per_image(tmp_path):
+    """Extra one-question records of an image are not scored as more turns of its conversation."""
+    from models.evaluate import _test_records
+    from tasks.dataset import DataConfig, make_dataset
+
+    cfg = DataConfig(
+        seed=3,
+        image_size=32,
+        n_images=20,
+        n_test_images=6,
+        contact_sheet_images=2,
+        vqa_turns="all",
+        extra_vqa_attributes=["time"],
+        extra_vqa_per_image=2,
+    )
+    dataset = load_dataset(make_dataset(cfg, tmp_path / "d", progress=False))
+    every = [r for r in dataset.train if r["task"] == "vqa"]
+    scored = _test_records(dataset, "vqa", 0, "train")
+    assert len(every) == 3 * len(scored) and len({r["image"] for r in scored}) == len(scored)
+    assert all(len(r["conversations"]) == 10 and "_extra" not in r["id"] for r in scored)  # each image's own record
+    assert [r["id"] for r in _test_records(dataset, "vqa", 0, "test")] == [
+        r["id"] for r in dataset.test if r["task"] == "vqa"
+    ]
+    assert len(_test_records(dataset, "vqa", 4, "train")) == 4
+
+
 def test_prompt_reliance_scores_the_training_loss_and_moves_prompts_not_images(loaded_vq_run, trained_runs):
     """Under its own prompt, each image's mean token loss is the training forward's image loss; under another
     record's prompt the same images are scored (the prompts move, the images stay) and the losses change."""
