@@ -82,15 +82,20 @@ def summarize_effects(
         patched, start, end = (g[c].to_numpy() for c in ("patched", start_col, end_col))
         idx = rng.integers(0, len(g), (n_boot, len(g)))
         gap = end - start
-        boots = (patched[idx] - start[idx]).mean(1) / gap[idx].mean(1)
+        # where clean and corrupt give the same logit difference (a model that cannot tell them apart), there is
+        # no effect to measure: the ratio is inf or NaN, without a warning, and the cell does not separate
+        with np.errstate(divide="ignore", invalid="ignore"):
+            boots = (patched[idx] - start[idx]).mean(1) / gap[idx].mean(1)
+            effect = float((patched - start).mean() / gap.mean())
+            lo, hi = (float(np.quantile(boots, q)) for q in (0.025, 0.975))
         sep = (g["clean"] - g["corrupt"]).to_numpy()
         sep_boot = sep[idx].mean(1)
         rows.append(
             {
                 **dict(zip(keys, key, strict=True)),
-                "effect": float((patched - start).mean() / gap.mean()),
-                "lo": float(np.quantile(boots, 0.025)),
-                "hi": float(np.quantile(boots, 0.975)),
+                "effect": effect,
+                "lo": lo,
+                "hi": hi,
                 "clean_minus_corrupt": float(sep.mean()),
                 "separates": bool(np.quantile(sep_boot, 0.025) > 0 and sep.mean() >= min_gap),
                 "n": len(g),

@@ -324,3 +324,26 @@ def test_layer_shares_flag_answers_that_do_not_depend_on_the_image():
     assert not shares.loc["noise", "reads_image"]  # |mean total| is 0: a ratio over it would be noise
     assert np.isnan(shares.loc["noise", "share"])
     assert shares.loc["reads", "reads_image"] and shares.loc["reads", "share"] == pytest.approx(0.75)
+
+
+def test_patch_effects_are_the_ratio_of_means_and_nan_without_a_gap():
+    """Denoising effect = mean(patched - corrupt) / mean(clean - corrupt); a site where clean and corrupt agree has
+    no effect to measure: NaN, not separating, and no warning."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from analyses.patch_layers import summarize_effects
+
+    rng = np.random.default_rng(0)
+    clean, corrupt = rng.normal(3.0, 0.2, 40), rng.normal(-1.0, 0.2, 40)
+    rows = [{"site": "a", "mode": "denoise", "clean": c, "corrupt": k, "patched": k + 0.25 * (c - k)}
+            for c, k in zip(clean, corrupt, strict=True)]  # fmt: skip
+    rows += [{"site": "b", "mode": "denoise", "clean": 1.0, "corrupt": 1.0, "patched": 1.0 + x} for x in clean]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = summarize_effects(pd.DataFrame(rows), ["site"], n_boot=200).set_index("site")
+    assert table.loc["a", "effect"] == pytest.approx(0.25) and table.loc["a", "lo"] <= 0.25 <= table.loc["a", "hi"]
+    assert table.loc["a", "separates"] and not table.loc["b", "separates"]
+    assert not np.isfinite(table.loc["b", "effect"])
