@@ -328,7 +328,7 @@ def test_layer_shares_flag_answers_that_do_not_depend_on_the_image():
 
 def test_patch_effects_are_the_ratio_of_means_and_nan_without_a_gap():
     """Denoising effect = mean(patched - corrupt) / mean(clean - corrupt); a site where clean and corrupt agree has
-    no effect to measure: NaN, not separating, and no warning."""
+    no effect to measure: not finite, not separating, and no warning."""
     import warnings
 
     import numpy as np
@@ -338,8 +338,10 @@ def test_patch_effects_are_the_ratio_of_means_and_nan_without_a_gap():
 
     rng = np.random.default_rng(0)
     clean, corrupt = rng.normal(3.0, 0.2, 40), rng.normal(-1.0, 0.2, 40)
-    rows = [{"site": "a", "mode": "denoise", "clean": c, "corrupt": k, "patched": k + 0.25 * (c - k)}
-            for c, k in zip(clean, corrupt, strict=True)]  # fmt: skip
+    rows = [
+        {"site": "a", "mode": "denoise", "clean": c, "corrupt": k, "patched": k + 0.25 * (c - k)}
+        for c, k in zip(clean, corrupt, strict=True)
+    ]
     rows += [{"site": "b", "mode": "denoise", "clean": 1.0, "corrupt": 1.0, "patched": 1.0 + x} for x in clean]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
