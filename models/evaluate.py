@@ -90,7 +90,7 @@ def _decoded(vq, codes: torch.Tensor, batch: int = 64) -> np.ndarray:
     return np.concatenate([to_uint8(vq.decode(c)) for c in torch.split(codes, batch)])
 
 
-def _test_records(dataset: WorldDataset, task: str, limit: int, split: str = "test") -> list[dict]:
+def _scored_records(dataset: WorldDataset, task: str, limit: int, split: str = "test") -> list[dict]:
     """The split's records of one task, the first of each image: every table keys a question by image, attribute and
     turn, and a training split can hold more records of an image (`extra_vqa_per_image`'s one-question records, after
     the image's own), which would be scored as turns of one conversation."""
@@ -156,7 +156,7 @@ class Evaluator:
 
     def vqa(self) -> pd.DataFrame:
         prompts = []
-        for rec in _test_records(self.dataset, "vqa", self.cfg.limit, self.cfg.split):
+        for rec in _scored_records(self.dataset, "vqa", self.cfg.limit, self.cfg.split):
             for seq, attribute, turn in question_prompts(self.encoder, rec):
                 prompts.append((seq, attribute, turn, rec))
         rows = []
@@ -183,7 +183,7 @@ class Evaluator:
     def image_reliance(self) -> pd.DataFrame:
         """Does the model look at the image? Teacher-forced answers scored with each record's own image and with
         another record's image (a fixed derangement). Equal scores mean the answers come from priors alone."""
-        records = _test_records(self.dataset, "vqa", self.cfg.limit, self.cfg.split)
+        records = _scored_records(self.dataset, "vqa", self.cfg.limit, self.cfg.split)
         seqs = [self.encoder.record(r) for r in records]
         n = len(seqs)
         if n < 2:
@@ -219,7 +219,7 @@ class Evaluator:
         for VQ codes, 1 - cosine for features), with each image under its own prompt and under another record's
         prompt (a fixed derangement). Equal losses mean the model learned the images' distribution, not the
         prompt's: it then draws one image whatever it is asked. One row per image x token slot x condition."""
-        records = _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
+        records = _scored_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
         seqs = [self.gen_encoder.record(r) for r in records]
         n = len(seqs)
         if n < 2:
@@ -275,7 +275,7 @@ class Evaluator:
         With `token_losses`, columns `token_0`... hold each row's loss per token slot: where in the image a word's
         worth sits."""
         rows, records = [], []
-        for rec in _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split):
+        for rec in _scored_records(self.dataset, "generation", self.cfg.limit, self.cfg.split):
             watch = Watch.from_dict(rec["watch"])
             human = rec["conversations"][0]
             for attribute in attributes:
@@ -318,7 +318,7 @@ class Evaluator:
         Unlike greedy decoding it shows whether the model ranks an unseen value above another one even when a
         learned prior puts a third value first (the knowledge-transfer question)."""
         rows, seqs = [], []
-        for rec in _test_records(self.dataset, "vqa", self.cfg.limit, self.cfg.split):
+        for rec in _scored_records(self.dataset, "vqa", self.cfg.limit, self.cfg.split):
             watch = Watch.from_dict(rec["watch"])
             for prompt, attribute, turn in question_prompts(self.encoder, rec):
                 if attribute not in attributes:
@@ -348,7 +348,7 @@ class Evaluator:
         return table
 
     def captions(self) -> pd.DataFrame:
-        records = _test_records(self.dataset, "caption", self.cfg.limit, self.cfg.split)
+        records = _scored_records(self.dataset, "caption", self.cfg.limit, self.cfg.split)
         rows = []
         for chunk in _batches(records, self.cfg.batch_size):
             seqs = [question_prompts(self.encoder, r)[0][0] for r in chunk]
@@ -411,7 +411,7 @@ class Evaluator:
         one it misses too is not drawn even from a right beginning. Where the floor is near the ceiling the reading
         says nothing: semantic tokens carry the whole layout (on the embedded default the first row of true
         features alone reads the weather icon's corner at 0.885, docs/results/2026-12-06)."""
-        records = _test_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
+        records = _scored_records(self.dataset, "generation", self.cfg.limit, self.cfg.split)
         tokens = self.generate(records)
         forced = self.teacher_forced_tokens(records)
         blind = self.teacher_forced_tokens([unconditional(r) for r in records])

@@ -429,7 +429,7 @@ def test_train_split_scores_training_images_into_its_own_folder(trained_runs, tm
 
 def test_a_training_split_with_extra_records_is_scored_one_conversation_per_image(tmp_path):
     """Extra one-question records of an image are not scored as more turns of its conversation."""
-    from models.evaluate import _test_records
+    from models.evaluate import _scored_records
     from tasks.dataset import DataConfig, make_dataset
 
     cfg = DataConfig(
@@ -444,13 +444,13 @@ def test_a_training_split_with_extra_records_is_scored_one_conversation_per_imag
     )
     dataset = load_dataset(make_dataset(cfg, tmp_path / "d", progress=False))
     every = [r for r in dataset.train if r["task"] == "vqa"]
-    scored = _test_records(dataset, "vqa", 0, "train")
+    scored = _scored_records(dataset, "vqa", 0, "train")
     assert len(every) == 3 * len(scored) and len({r["image"] for r in scored}) == len(scored)
     assert all(len(r["conversations"]) == 10 and "_extra" not in r["id"] for r in scored)  # each image's own record
-    assert [r["id"] for r in _test_records(dataset, "vqa", 0, "test")] == [
+    assert [r["id"] for r in _scored_records(dataset, "vqa", 0, "test")] == [
         r["id"] for r in dataset.test if r["task"] == "vqa"
     ]
-    assert len(_test_records(dataset, "vqa", 4, "train")) == 4
+    assert len(_scored_records(dataset, "vqa", 4, "train")) == 4
 
 
 def test_prompt_reliance_scores_the_training_loss_and_moves_prompts_not_images(loaded_vq_run, trained_runs):
