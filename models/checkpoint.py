@@ -353,7 +353,8 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
     first stage can shape the adapters without touching the LLM. A first stage that trained understanding alone may
     also have another output space (output_side_switch): its generation-side tensors are not loaded. With
     `init_fresh_understanding` it is the other way round: another input space, the understanding side's tensors not
-    loaded. Its feature-normalisation statistics come with its weights, because its adapters were trained on them."""
+    loaded. A stage may add a per-slot map (und_slot_rank from 0), which starts as a no-op. Its
+    feature-normalisation statistics come with its weights, because its adapters were trained on them."""
     folder = last_checkpoint(path, "init_from ")
     manifest = read_manifest(folder)
     theirs = with_later_defaults(manifest["config"])
@@ -372,6 +373,12 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
         ignore += UNDERSTANDING_ONLY_TENSORS
         if _shares_adapter(theirs["model"]):
             rename = {"vision_in.": "gen_in."}  # its one adapter is the generation adapter we keep
+    added_slot_map = not theirs["model"].get("und_slot_rank") and bool(cfg["model"].get("und_slot_rank"))
+    if added_slot_map:
+        # a stage may add a per-slot map: it starts as a no-op (SlotwiseLowRank's zero up-projection), so the loaded
+        # model computes what the checkpoint did; changing or dropping a trained map stays a mismatch
+        free.add("model.und_slot_rank")
+        ignore += ("und_slot.",)
     problems = _input_side_switch_problems(theirs, cfg) if fresh_input else []
     problems += [
         p
@@ -406,6 +413,8 @@ def warm_start(model: torch.nn.Module, path: str | Path, deps: dict, cfg: dict) 
     if fresh_input:
         record["variant"] = theirs["model"]["variant"]  # its understanding side was not loaded
         record["fresh_understanding"] = True
+    if added_slot_map:
+        record["added_slot_map"] = True  # its per-slot map starts at zero here
     if fresh:
         record["fresh_tensors"] = len(fresh)  # trained here but frozen in the earlier stage: fresh initial values
     return record

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from models.build import load_checkpoint
+from models.checkpoint import read_manifest
 from models.presets import parameter_table
 from models.sequence import Encoder, collate
 from models.train import Trainer
@@ -59,3 +60,30 @@ def test_the_map_trains_saves_and_reloads(tiny_train_config):
 def test_bad_ranks_are_named(rank):
     with pytest.raises(UnilensError, match="und_slot_rank must be a whole number"):
         ModelConfig(und_slot_rank=rank)
+
+
+def test_a_stage_may_add_a_map_to_a_run_without_one_but_not_change_a_trained_one(tiny_train_config):
+    first = tiny_train_config("sem-sem", "lora", epochs=0.2, checkpoint_fractions=[1.0], name="no-map")
+    before = Trainer(first, progress=False)
+    before.train()
+    records = [r for r in before.dataset.train if r["task"] == "vqa"][:2]
+    enc = before.encoder
+    batch = collate([enc.record(r) for r in records], before.und_space, before.gen_space, enc.pad_id)
+
+    added = tiny_train_config("sem-sem", "lora", epochs=0.1, checkpoint_fractions=[1.0], name="map-added")
+    added.model.und_slot_rank = 2
+    added.init_from = str(before.out)
+    after = Trainer(added, progress=False)
+    after.train(until_step=0)
+    assert after.model.und_slot.up.detach().abs().max() == 0
+    with torch.no_grad():  # the added map is a no-op: the warm-started model embeds as the checkpoint's did
+        assert torch.allclose(after.model.embed(batch), before.model.embed(batch))
+
+    after.train()  # the map trains in the new stage; a later stage may not change its rank
+    assert read_manifest(after.checkpoints()[-1])["init_from"]["added_slot_map"] is True
+    assert after.model.und_slot.up.detach().abs().max() > 0
+    changed = tiny_train_config("sem-sem", "lora", epochs=0.1, checkpoint_fractions=[1.0], name="map-changed")
+    changed.model.und_slot_rank = 3
+    changed.init_from = str(after.out)
+    with pytest.raises(UnilensError, match="und_slot_rank"):
+        Trainer(changed, progress=False).train(until_step=0)
