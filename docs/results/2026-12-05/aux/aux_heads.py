@@ -1,8 +1,8 @@
 """How well does a run's auxiliary hour head (model.und_aux_loss) read the hour from the average of an image's
 embeddings, on training images and on the 200 held-out test images? The same average the training loss used (the
 adapter plus the per-slot map, plus the slot position vectors, each token through block 0's input norm; `--raw`:
-without it, as the first run was trained), one row per checkpoint x split, with a 95% bootstrap
-CI over images.
+without it, as the first run was trained), one row per checkpoint (its folder in the first column) x split, with a
+95% bootstrap CI over images.
 
     python docs/results/2026-12-05/aux/aux_heads.py DATASET OUT.csv CHECKPOINT... [--raw]
 """
@@ -52,6 +52,7 @@ if __name__ == "__main__":
                 mean, lo, hi = mean_ci(hits)
                 rows.append(
                     {
+                        "checkpoint": checkpoint,
                         "step": manifest["step"],
                         "attribute": attribute,
                         "split": split,
