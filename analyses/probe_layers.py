@@ -9,6 +9,7 @@ import pandas as pd
 
 from analyses.plots import plot_cross_context, plot_probe_layers, plot_selectivity
 from models.build import build_spaces, load_checkpoint
+from models.checkpoint import read_manifest
 from models.evaluate import last_checkpoints
 from models.presets import manifest_preset
 from models.sequence import CONTEXTS, Encoder
@@ -98,6 +99,24 @@ def activation_sets(ckpt: Path, cfg: ProbeConfig, store: Path | None = None):
     return sets, manifest
 
 
+def check_questions_asked(ckpts: dict[str, Path], cfg: ProbeConfig) -> None:
+    """Before any model is run: every model's dataset must have records asking each question whose answer position
+    ("prompt_end") is probed, else that probe has no examples (a time-only model's data asks no weather question)."""
+    if PROMPT_END not in cfg.groups.get("understand", []):
+        return
+    for name, ckpt in ckpts.items():
+        path = read_manifest(ckpt)["dependencies"]["dataset"]["path"]
+        records = [r for r in getattr(load_dataset(path), cfg.split) if r["task"] == "vqa"]
+        for attribute in cfg.attributes:
+            question = QUESTION_OF[attribute]
+            if not any(asks(r, question) for r in records):
+                raise UnilensError(
+                    f"probe model '{name}': no {cfg.split} VQA record of its dataset {path} asks the '{question}' "
+                    f"question, so '{PROMPT_END}' has no examples for '{attribute}'; drop '{attribute}' or this "
+                    f"model, or probe it at 'image' only in a config of its own"
+                )
+
+
 def _set_for(sets: dict, context: str, group: str, attribute: str):
     return sets[(context, group, QUESTION_OF[attribute] if group == PROMPT_END else None)]
 
@@ -106,6 +125,7 @@ def run_probes(cfg: ProbeConfig, log=print) -> dict[str, pd.DataFrame]:
     if not cfg.models:
         raise UnilensError("probe config lists no models: add `models: {name: path/to/run_or_checkpoint}`")
     ckpts = last_checkpoints(cfg.models)
+    check_questions_asked(ckpts, cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     layer_rows, cross_rows = [], []

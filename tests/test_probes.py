@@ -415,3 +415,50 @@ def test_region_group_averages_exactly_the_items_tokens(lora_model, order):
         expected_resid = cache["blocks.1.hook_resid_post"][0, image_positions[tokens]].mean(0).numpy()
         np.testing.assert_allclose(acts.X["adapter"][i], expected_adapter, atol=1e-5)
         np.testing.assert_allclose(acts.X["blocks.1.hook_resid_post"][i], expected_resid, atol=1e-4)
+
+
+def test_probing_an_answer_position_no_record_asks_fails_before_any_model_runs(trained_runs, tmp_path):
+    """A model whose data never asks the weather (a time-only stage) cannot be probed at the weather's answer
+    position: the config is refused up front, naming the model and the question, not with a KeyError minutes in."""
+    import json
+    import shutil
+
+    from analyses.probe_layers import ProbeConfig, run_probes
+    from models.evaluate import checkpoints_of
+    from unilens.errors import UnilensError
+
+    data = tmp_path / "data-no-weather"
+    shutil.copytree(trained_runs["sem-sem"].dataset, data)
+    kept = []
+    for line in (data / "test.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        turns = record["conversations"]
+        if record["task"] == "vqa":  # drop each weather question with its answer
+            pairs = [turns[i : i + 2] for i in range(0, len(turns), 2)]
+            turns = [t for pair in pairs if pair[0].get("attribute") != "weather" for t in pair]
+            if not turns:
+                continue
+        kept.append(json.dumps({**record, "conversations": turns}))
+    (data / "test.jsonl").write_text("\n".join(kept) + "\n")
+    ckpt = tmp_path / "time-only" / "step-1"
+    shutil.copytree(checkpoints_of(trained_runs["sem-sem"].out)[0], ckpt)
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest["dependencies"]["dataset"]["path"] = str(data)
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+
+    cfg = ProbeConfig(
+        models={"mixed": str(trained_runs["vq-vq"].out), "time-only": str(ckpt)},
+        out=str(tmp_path / "probes"),
+        attributes=["hour", "weather"],
+        groups={"understand": ["image", PROMPT_END]},
+        seeds=[0],
+        n_folds=2,
+    )
+    logged = []
+    refused = r"probe model 'time-only': no test VQA record .* asks the 'weather' question"
+    with pytest.raises(UnilensError, match=refused):
+        run_probes(cfg, log=logged.append)
+    assert logged == [] and not (tmp_path / "probes").exists()
+    cfg.groups = {"understand": ["image"]}  # the image tokens need no question: the same models probe there
+    layers = run_probes(cfg, log=lambda *_: None)["probes"]
+    assert set(layers["model"]) == {"mixed", "time-only"} and set(layers["attribute"]) == {"hour", "weather"}
