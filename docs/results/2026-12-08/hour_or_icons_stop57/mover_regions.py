@@ -1,29 +1,23 @@
 """Which tokens the one-token movers read: per model, question and block-1 head (and block 0 head 2), the share of
 the answer position's image attention that lands on the weather icon's and the battery's tokens, against their
-share of the image's tokens (what an even head would give them). Usage: python mover_regions.py OUT.csv NAME=RUN ...
-(200 training records per question)."""
+share of the image's tokens (what an even head would give them). `unilens attend`'s run_attention per question and
+region (its files under OUT.csv's folder, attend_QUESTION_REGION/), reduced to that share.
+Usage: python mover_regions.py OUT.csv NAME=RUN ... (200 training records per question)."""
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 
-from models.build import build_spaces, load_checkpoint
-from models.evaluate import last_checkpoints
-from models.sequence import Encoder
-from probes.attention import answer_attention
-from tasks.records import load_dataset
+from analyses.attention_layers import run_attention
 
-out, models = sys.argv[1], dict(arg.split("=", 1) for arg in sys.argv[2:])
+out, models = Path(sys.argv[1]), dict(arg.split("=", 1) for arg in sys.argv[2:])
 parts = []
-for name, ckpt in last_checkpoints(models).items():
-    built, manifest = load_checkpoint(ckpt)
-    dataset = load_dataset(manifest["dependencies"]["dataset"]["path"])
-    und, gen = build_spaces(built, built.model.cfg, dataset, manifest["config"]["cache_dir"])
-    encoder = Encoder(built.tokenizer, und.num_tokens)
-    for question in ("time", "weather"):
-        for region in ("weather_region", "battery_region"):
-            rows = answer_attention(built.model, dataset.train, und, gen, encoder, question, region, limit=200)
-            parts.append(rows.assign(model=name))
+for question in ("time", "weather"):
+    for region in ("weather_region", "battery_region"):
+        folder = out.parent / f"attend_{question}_{region}"
+        run_attention(models, folder, question, region, split="train", limit=200, log=lambda *_: None)
+        parts.append(pd.read_csv(folder / "attention_rows.csv"))
 rows = pd.concat(parts)
 rows["region_share_of_image"] = rows["to_region"] / rows["to_image"].clip(lower=1e-9)
 table = (
